@@ -1,0 +1,60 @@
+"""The ``xasr`` command: one subcommand per entry point module in xasr/bin.
+
+Usage:
+  xasr --help
+  xasr synth-corpus --corpus aishell --out-dir download/aishell_synth --train-hours 1.0
+  xasr prepare --corpus aishell --corpus-dir download/aishell_synth --output-dir data/manifests
+  xasr compute-fbank --corpus aishell --manifest-dir data/manifests --output-dir data/fbank
+  xasr train-units --cuts data/manifests/aishell_cuts_train.jsonl.gz --lang-dir data/lang_char --type char
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from xasr.errors import XasrError
+from xasr.utils.logging import setup_logging
+
+# subcommand -> module in xasr.bin (each defines add_arguments(parser) and run(args))
+SUBCOMMANDS = {
+    "synth-corpus": "synth_corpus",
+    "prepare": "prepare",
+    "compute-fbank": "compute_fbank",
+    "train-units": "train_units",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xasr", description="xasr: LLM-based speech recognition toolkit")
+    parser.add_argument("--log-file", default=None, help="also write the log to this file")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(f"xasr.bin.{module_name}")
+        doc = (module.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--log-file", default=argparse.SUPPRESS, help="also write the log to this file")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_file)
+    try:
+        result = args._run(args)
+    except KeyboardInterrupt:
+        logging.getLogger("xasr").error("interrupted")
+        return 130
+    except (XasrError, FileNotFoundError) as e:  # messages meant for the user: no traceback
+        logging.getLogger("xasr").error("%s", e)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Synthesize a small speech corpus in the exact Aishell-1 or LibriSpeech release layout.
+
+In: a corpus name ("aishell" or "librispeech"), an output directory, hours per split, a seed.
+Out: a directory that lhotse's own ``prepare_aishell`` / ``prepare_librispeech`` read unchanged:
+
+  aishell:      OUT/data_aishell/wav/{train,dev,test}/<SPK>/BAC009<SPK>W<NNNN>.wav
+                OUT/data_aishell/transcript/aishell_transcript_v0.8.txt
+  librispeech:  OUT/{train-clean-100,dev-clean,test-clean}/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac
+                OUT/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt, OUT/SPEAKERS.TXT
+
+plus ``OUT/synthesis.json`` recording the seed, every speaker's voice and the measured hours.
+
+Speech comes from the offline TTS engines (:mod:`xasr.data.tts`) with a voice, rate, pitch and
+recording level per speaker; text from real sentences (:mod:`xasr.data.text_sources`), never
+repeated across splits. Speakers are disjoint between splits and so are the engine voices
+("timbres"): the test speakers sound unlike any training speaker. The result depends only on
+the seed and the sizes, not on the number of parallel jobs.
+"""
+from __future__ import annotations
+
+from xasr.errors import XasrError
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from xasr.data.text_sources import Sentence, chinese_sentences, english_sentences
+from xasr.data.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
+
+logger = logging.getLogger(__name__)
+
+CORPORA = ("aishell", "librispeech")
+SPLITS = ("train", "dev", "test")
+LIBRISPEECH_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+AISHELL_TRANSCRIPT = "data_aishell/transcript/aishell_transcript_v0.8.txt"
+# First speaker number of each split, as in the Aishell-1 release (S0002.., S0724.., S0764..).
+AISHELL_FIRST_SPEAKER = {"train": 2, "dev": 724, "test": 764}
+
+# espeak-ng voice variants that sound like plausible speakers (robots, whispers and
+# novelty voices left out). They are split between train/dev/test so that no test
+# speaker shares a variant with a training speaker.
+ESPEAK_VARIANTS = (
+    "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 adam Alex Andy Annie "
+    "aunty belinda benjamin boris caleb david ed edward edward2 Gene grandma grandpa iven iven2 "
+    "iven3 john linda max Michael Mike norbert paul pedro quincy rob robert sandro shelby steph "
+    "steph2 steph3 travis victor zac Lee Marco Mario Hugo Denis Diogo Henrique Jacky anika antonio "
+    "gustave marcelo michel miguel pablo Nguyen Alicia Andrea"
+).split()
+FEMALE_VARIANTS = {"f1", "f2", "f3", "f4", "f5", "Annie", "aunty", "belinda", "grandma", "linda",
+                   "shelby", "steph", "steph2", "steph3", "anika", "Alicia", "Andrea", "slt"}
+ENGLISH_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+MANDARIN_VOICE = "cmn-latn-pinyin"
+# Whole voices of the other English engines, each owned by one split.
+ENGLISH_OTHER_VOICES = {
+    "train": (("flite", "kal16"), ("flite", "slt"), ("festival", "kal_diphone"),
+              ("festival", "cmu_us_slt_arctic_hts")),
+    "dev": (("flite", "awb"),),
+    "test": (("flite", "rms"), ("festival", "ked_diphone")),
+}
+# Share of English speakers that use flite / festival voices (the rest use espeak-ng).
+ENGLISH_OTHER_SHARE = 0.35
+# Seconds of speech per Mandarin character / English word at rate 1.0 (measured on the engines),
+# used to plan how many sentences fill the requested hours.
+SECONDS_PER_UNIT = {"aishell": 0.27, "librispeech": 0.36}
+# Bounds on utterance length in text units (characters / words).
+TEXT_LENGTH = {"aishell": (6, 20), "librispeech": (4, 22)}
+
+
+class SynthesisError(XasrError):
+    pass
+
+
+@dataclass
+class SplitSize:
+    hours: float
+    speakers: int
+
+
+@dataclass
+class SynthConfig:
+    corpus: str
+    out_dir: str
+    seed: int = 0
+    sizes: Dict[str, SplitSize] = field(default_factory=dict)
+    jobs: int = 2
+    snr_db: Tuple[float, float] = (20.0, 40.0)  # background noise per utterance; None: none
+    max_utts_per_job: int = 25
+
+
+def default_sizes(corpus: str, train_hours: float = 1.0) -> Dict[str, SplitSize]:
+    """Split sizes scaled from the training hours: dev and test a tenth each (at least ~4 min)."""
+    eval_hours = max(train_hours / 10.0, 0.07)
+    train_speakers = max(4, int(round(train_hours * 30)))
+    eval_speakers = max(2, int(round(train_speakers / 6)))
+    return {
+        "train": SplitSize(train_hours, train_speakers),
+        "dev": SplitSize(eval_hours, eval_speakers),
+        "test": SplitSize(eval_hours, eval_speakers),
+    }
+
+
+@dataclass
+class Speaker:
+    id: str
+    split: str
+    voice: Voice
+    level: float  # peak amplitude of the speaker's recordings
+    gender: str
+
+
+@dataclass
+class Utterance:
+    id: str
+    speaker: str
+    split: str
+    path: str  # relative to the corpus root
+    sentence: Sentence
+
+
+def _split_variants(seed: int) -> Dict[str, List[str]]:
+    rng = random.Random(f"variants-{seed}")
+    variants = list(ESPEAK_VARIANTS)
+    rng.shuffle(variants)
+    n = len(variants)
+    n_dev = n_test = max(2, n * 15 // 100)
+    return {
+        "test": variants[:n_test],
+        "dev": variants[n_test:n_test + n_dev],
+        "train": variants[n_test + n_dev:],
+    }
+
+
+def _make_voices(corpus: str, split: str, count: int, rng: random.Random,
+                 variants: Sequence[str]) -> List[Voice]:
+    """``count`` voices for a split: distinct timbre/rate/pitch per speaker."""
+    if corpus == "aishell":
+        timbres = [("espeak", f"{MANDARIN_VOICE}+{v}") for v in variants]
+    else:
+        timbres = [("espeak", f"{a}+{v}") for a in ENGLISH_ACCENTS for v in variants]
+    rng.shuffle(timbres)
+    others = list(ENGLISH_OTHER_VOICES[split]) if corpus == "librispeech" else []
+    voices = []
+    n_other = int(round(count * ENGLISH_OTHER_SHARE)) if others else 0
+    for i in range(count):
+        if i < n_other:
+            engine, name = others[i % len(others)]
+        else:
+            engine, name = timbres[(i - n_other) % len(timbres)]
+        voices.append(Voice(engine, name, rate=round(rng.uniform(0.85, 1.15), 3),
+                            pitch=round(rng.uniform(0.3, 0.7), 3)))
+    rng.shuffle(voices)
+    return voices
+
+
+def _gender(voice: Voice) -> str:
+    variant = voice.name.split("+")[-1]
+    return "F" if variant in FEMALE_VARIANTS else "M"
+
+
+def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[Speaker], List[Utterance]]:
+    """Decide speakers, voices and the text of every utterance (no audio yet)."""
+    rng = random.Random(cfg.seed)
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    next_sentence = 0
+    variants = _split_variants(cfg.seed)
+    speakers: List[Speaker] = []
+    utterances: List[Utterance] = []
+    used_ids = set()
+    for split in SPLITS:
+        size = cfg.sizes[split]
+        if size.speakers < 1 or size.hours <= 0:
+            raise SynthesisError(f"split {split}: needs at least one speaker and some hours, got {size}")
+        voices = _make_voices(cfg.corpus, split, size.speakers, rng, variants[split])
+        split_speakers = []
+        for i, voice in enumerate(voices):
+            if cfg.corpus == "aishell":
+                sid = f"S{AISHELL_FIRST_SPEAKER[split] + i:04d}"
+            else:
+                sid = str(rng.randrange(10, 9999))
+                while sid in used_ids:
+                    sid = str(rng.randrange(10, 9999))
+            used_ids.add(sid)
+            split_speakers.append(Speaker(sid, split, voice, level=round(rng.uniform(0.25, 0.9), 3),
+                                          gender=_gender(voice)))
+        speakers.extend(split_speakers)
+        # Fill the split's hours with sentences, dealt to speakers in turn.
+        budget = size.hours * 3600.0
+        per_speaker: Dict[str, List[Sentence]] = {s.id: [] for s in split_speakers}
+        i = 0
+        while budget > 0:
+            if next_sentence >= len(order):
+                raise SynthesisError(
+                    f"not enough distinct sentences ({len(sentences)}) for the requested hours"
+                )
+            spk = split_speakers[i % len(split_speakers)]
+            sent = sentences[order[next_sentence]]
+            next_sentence += 1
+            per_speaker[spk.id].append(sent)
+            units = len(sent.transcript) if cfg.corpus == "aishell" else len(sent.transcript.split())
+            budget -= SECONDS_PER_UNIT[cfg.corpus] * units / spk.voice.rate + 0.5
+            i += 1
+        for spk in split_speakers:
+            utterances.extend(_layout_speaker(cfg, spk, per_speaker[spk.id], rng))
+    return speakers, utterances
+
+
+def _layout_speaker(cfg: SynthConfig, spk: Speaker, sents: List[Sentence], rng: random.Random
+                    ) -> List[Utterance]:
+    out = []
+    if cfg.corpus == "aishell":
+        first = rng.randrange(1, 100)
+        for k, s in enumerate(sents):
+            uid = f"BAC009{spk.id}W{first + k:04d}"
+            out.append(Utterance(uid, spk.id, spk.split,
+                                 f"data_aishell/wav/{spk.split}/{spk.id}/{uid}.wav", s))
+        return out
+    part = LIBRISPEECH_PARTS[spk.split]
+    n_chapters = 1 if len(sents) <= 15 else 2
+    chapters = [str(rng.randrange(1000, 300000)) for _ in range(n_chapters)]
+    count = {c: 0 for c in chapters}
+    for k, s in enumerate(sents):
+        chapter = chapters[k * n_chapters // len(sents)]
+        uid = f"{spk.id}-{chapter}-{count[chapter]:04d}"
+        count[chapter] += 1
+        out.append(Utterance(uid, spk.id, spk.split, f"{part}/{spk.id}/{chapter}/{uid}.flac", s))
+    return out
+
+
+def _finish_audio(audio: np.ndarray, uid: str, seed: int, level: float,
+                  snr_db: Optional[Tuple[float, float]]) -> np.ndarray:
+    """Recording level, a little leading/trailing silence, and background noise."""
+    rng = np.random.default_rng([seed, zlib.crc32(uid.encode())])
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 0:
+        audio = audio * (level / peak)
+    pad = lambda: np.zeros(int(rng.uniform(0.05, 0.3) * TARGET_SAMPLE_RATE), np.float32)  # noqa: E731
+    audio = np.concatenate([pad(), audio, pad()]).astype(np.float32)
+    if snr_db is not None:
+        speech_power = float(np.mean(audio**2)) + 1e-12
+        snr = rng.uniform(*snr_db)
+        noise = rng.standard_normal(audio.size).astype(np.float32)
+        # pink-ish noise: a running mean colours white noise toward low frequencies
+        noise = np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")
+        noise *= np.sqrt(speech_power / (10 ** (snr / 10)) / (float(np.mean(noise**2)) + 1e-12))
+        audio = audio + noise
+    return np.clip(audio, -1.0, 1.0)
+
+
+def _synthesize_job(job: Tuple[Speaker, List[Utterance], str, int, Optional[Tuple[float, float]]]
+                    ) -> List[Tuple[str, float]]:
+    spk, utts, root, seed, snr_db = job
+    wavs = synthesize(spk.voice, [u.sentence.spoken for u in utts])
+    out = []
+    for u, audio in zip(utts, wavs):
+        if audio.size < TARGET_SAMPLE_RATE // 10:
+            raise SynthesisError(f"{spk.voice.timbre} produced no speech for {u.id}: {u.sentence.spoken!r}")
+        audio = _finish_audio(audio, u.id, seed, spk.level, snr_db)
+        path = Path(root) / u.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, audio, TARGET_SAMPLE_RATE, subtype="PCM_16",
+                 format="FLAC" if path.suffix == ".flac" else "WAV")
+        out.append((u.id, audio.size / TARGET_SAMPLE_RATE))
+    return out
+
+
+def _write_texts(cfg: SynthConfig, root: Path, speakers: List[Speaker], utts: List[Utterance],
+                 durations: Dict[str, float]) -> None:
+    if cfg.corpus == "aishell":
+        path = root / AISHELL_TRANSCRIPT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{u.id} {u.sentence.transcript}\n" for u in sorted(utts, key=lambda u: u.id)),
+                        encoding="utf-8")
+        return
+    by_chapter: Dict[Path, List[Utterance]] = {}
+    for u in utts:
+        p = root / u.path
+        by_chapter.setdefault(p.parent / ("-".join(u.id.split("-")[:2]) + ".trans.txt"), []).append(u)
+    for path, us in by_chapter.items():
+        path.write_text("".join(f"{u.id} {u.sentence.transcript}\n" for u in sorted(us, key=lambda u: u.id)),
+                        encoding="utf-8")
+    minutes: Dict[str, float] = {}
+    for u in utts:
+        minutes[u.speaker] = minutes.get(u.speaker, 0.0) + durations[u.id] / 60
+    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME\n"]
+    for s in sorted(speakers, key=lambda s: int(s.id)):
+        lines.append(f"{s.id:<5}| {s.gender} | {LIBRISPEECH_PARTS[s.split]:<17}| {minutes[s.id]:5.2f} | "
+                     f"{s.voice.engine} {s.voice.name}\n")
+    (root / "SPEAKERS.TXT").write_text("".join(lines), encoding="utf-8")
+
+
+def synthesize_corpus(cfg: SynthConfig) -> dict:
+    """Write the corpus to ``cfg.out_dir`` and return a summary (hours, speed, size).
+
+    The corpus is built in ``<out_dir>.partial`` and moved into place when complete, so an
+    interrupted run never leaves something that looks finished. An existing ``out_dir`` is
+    refused rather than overwritten.
+    """
+    if cfg.corpus not in CORPORA:
+        raise SynthesisError(f"unknown corpus {cfg.corpus!r}; choose one of {CORPORA}")
+    out = Path(cfg.out_dir)
+    if out.exists():
+        raise SynthesisError(f"{out} already exists; remove it or choose another directory")
+    if not cfg.sizes:
+        cfg.sizes = default_sizes(cfg.corpus)
+    engines = {"espeak"} if cfg.corpus == "aishell" else {"espeak", "flite", "festival"}
+    for e in sorted(engines):
+        check_engine(e)
+    t0 = time.time()
+    if cfg.corpus == "aishell":
+        sentences = chinese_sentences(*TEXT_LENGTH["aishell"])
+    else:
+        sentences = english_sentences(*TEXT_LENGTH["librispeech"])
+    speakers, utts = plan_corpus(cfg, sentences)
+    logger.info("planned %d speakers, %d utterances from %d sentences (%.1f s)",
+                len(speakers), len(utts), len(sentences), time.time() - t0)
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    by_speaker: Dict[str, List[Utterance]] = {}
+    for u in utts:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    jobs = []
+    for spk in speakers:
+        us = by_speaker.get(spk.id, [])
+        for i in range(0, len(us), cfg.max_utts_per_job):
+            jobs.append((spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.snr_db))
+    # festival jobs are the slowest: start them first so the pool ends together
+    jobs.sort(key=lambda j: (j[0].voice.engine != "festival", -len(j[1])))
+
+    t_audio = time.time()
+    durations: Dict[str, float] = {}
+    bar = tqdm(total=len(utts), desc=f"synthesizing {cfg.corpus}", unit="utt", dynamic_ncols=True)
+    try:
+        if cfg.jobs <= 1:
+            results = map(_synthesize_job, jobs)
+            for res in results:
+                durations.update(res)
+                bar.update(len(res))
+        else:
+            with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+                for res in pool.map(_synthesize_job, jobs):
+                    durations.update(res)
+                    bar.update(len(res))
+                    bar.set_postfix(hours=f"{sum(durations.values()) / 3600:.2f}")
+    finally:
+        bar.close()
+    audio_wall = time.time() - t_audio
+    _write_texts(cfg, tmp, speakers, utts, durations)
+
+    hours = {s: sum(durations[u.id] for u in utts if u.split == s) / 3600 for s in SPLITS}
+    total = sum(durations.values())
+    size_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    summary = {
+        "corpus": cfg.corpus,
+        "seed": cfg.seed,
+        "hours": {s: round(h, 4) for s, h in hours.items()},
+        "utterances": {s: sum(1 for u in utts if u.split == s) for s in SPLITS},
+        "speakers": {s: sum(1 for k in speakers if k.split == s) for s in SPLITS},
+        "size_mb": round(size_bytes / 1e6, 1),
+        "synthesis_wall_seconds": round(audio_wall, 1),
+        "realtime_factor": round(total / max(audio_wall, 1e-9), 1),
+        "jobs": cfg.jobs,
+    }
+    record = {
+        "summary": summary,
+        "config": {**asdict(cfg), "out_dir": str(out)},
+        "speakers": [{"id": s.id, "split": s.split, "gender": s.gender, "level": s.level,
+                      **asdict(s.voice)} for s in speakers],
+    }
+    (tmp / "synthesis.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out)
+    logger.info(
+        "%s: %s h (train/dev/test %s), %d utterances, %.1f MB in %.1f s of synthesis = %.0fx real time on %d jobs",
+        out, round(total / 3600, 3), "/".join(f"{hours[s]:.2f}" for s in SPLITS), len(utts),
+        size_bytes / 1e6, audio_wall, summary["realtime_factor"], cfg.jobs,
+    )
+    return summary
