@@ -34,10 +34,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from xasr.data.text_sources import Sentence, chinese_sentences, english_sentences
 from xasr.data.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
+from xasr.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ ENGLISH_OTHER_VOICES = {
 ENGLISH_OTHER_SHARE = 0.35
 # Seconds of speech per Mandarin character / English word at rate 1.0 (measured on the engines),
 # used to plan how many sentences fill the requested hours.
-SECONDS_PER_UNIT = {"aishell": 0.27, "librispeech": 0.36}
+SECONDS_PER_UNIT = {"aishell": 0.26, "librispeech": 0.43}
 # Bounds on utterance length in text units (characters / words).
 TEXT_LENGTH = {"aishell": (6, 20), "librispeech": (4, 22)}
 
@@ -345,19 +345,13 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
 
     t_audio = time.time()
     durations: Dict[str, float] = {}
-    bar = tqdm(total=len(utts), desc=f"synthesizing {cfg.corpus}", unit="utt", dynamic_ncols=True)
+    bar = progress(len(utts), f"synthesizing {cfg.corpus}", unit="utt")
     try:
-        if cfg.jobs <= 1:
-            results = map(_synthesize_job, jobs)
-            for res in results:
+        with ProcessPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
+            for res in pool.map(_synthesize_job, jobs):
                 durations.update(res)
                 bar.update(len(res))
-        else:
-            with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
-                for res in pool.map(_synthesize_job, jobs):
-                    durations.update(res)
-                    bar.update(len(res))
-                    bar.set_postfix(hours=f"{sum(durations.values()) / 3600:.2f}")
+                bar.set_postfix(hours=f"{sum(durations.values()) / 3600:.2f}", refresh=False)
     finally:
         bar.close()
     audio_wall = time.time() - t_audio

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Aishell-1 recipe for xasr (Mandarin, character units).
+#
+# Usage:
+#   bash recipes/aishell/run.sh                       # every stage, on a synthesized corpus
+#   bash recipes/aishell/run.sh --stop-stage 3        # data stages only
+#   bash recipes/aishell/run.sh --corpus-dir /data/aishell --nj 16 --speed-perturb true
+#   bash recipes/aishell/run.sh --corpus-dir download --download true   # fetch the real corpus
+#
+# Stages (a finished stage leaves a .done marker and is skipped on a rerun):
+#   0  corpus:    synthesize the built-in corpus (or use / download --corpus-dir)
+#   1  manifests: lhotse's prepare_aishell -> data/manifests/aishell_cuts_{train,dev,test}.jsonl.gz
+#   2  features:  80-dim fbank (lilcom) -> data/fbank/aishell_cuts_{train,dev,test}.jsonl.gz
+#   3  units:     sentencepiece characters -> data/lang_char/unit.model
+# Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
+set -euo pipefail
+
+stage=0
+stop_stage=100
+corpus_dir=""          # a real Aishell-1 directory (holding data_aishell/); empty: synthesize one
+download=false         # with --corpus-dir: fetch the real corpus there first (needs network)
+train_hours=1.0        # size of the synthesized corpus (dev and test: a tenth each)
+seed=0                 # seed of the synthesized corpus
+nj=2                   # parallel jobs
+speed_perturb=false    # add 0.9x / 1.1x copies of the training data
+min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
+max_duration=20.0
+
+help_message="Usage: $0 [options]
+Aishell-1 recipe: corpus, manifests, fbank features, character units.
+Options (default in brackets):
+  --stage N            first stage to run [$stage]
+  --stop-stage N       last stage to run [$stop_stage]
+  --corpus-dir DIR     real Aishell-1 directory holding data_aishell/ [synthesize one]
+  --download BOOL      fetch the real corpus into --corpus-dir first [$download]
+  --train-hours H      hours of the synthesized training set [$train_hours]
+  --seed N             seed of the synthesized corpus [$seed]
+  --nj N               parallel jobs [$nj]
+  --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
+  --min-duration S     shortest training cut kept [$min_duration]
+  --max-duration S     longest training cut kept [$max_duration]"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/../../tools/parse_options.sh"
+[ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
+cd "$here"
+. ../../tools/recipe_lib.sh
+require_xasr
+
+corpus=aishell
+unit_type=char
+vocab_size=0  # a character inventory is as large as the training text needs
+lang_dir=data/lang_char
+. ../../tools/data_stages.sh
+
+log "Done (stages $stage..$stop_stage). Features: data/fbank/, units: $lang_dir/unit.model, logs: log/"
+data_summary

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# LibriSpeech recipe for xasr (English, BPE units).
+#
+# Usage:
+#   bash recipes/librispeech/run.sh                   # every stage, on a synthesized corpus
+#   bash recipes/librispeech/run.sh --stop-stage 3    # data stages only
+#   bash recipes/librispeech/run.sh --corpus-dir /data/LibriSpeech --nj 16 --speed-perturb true
+#   bash recipes/librispeech/run.sh --corpus-dir download --download true   # fetch the real corpus
+#
+# Stages (a finished stage leaves a .done marker and is skipped on a rerun):
+#   0  corpus:    synthesize the built-in corpus (or use / download --corpus-dir)
+#   1  manifests: lhotse's prepare_librispeech, every part present ->
+#                 data/manifests/librispeech_cuts_{part}.jsonl.gz (train-clean-100, dev-clean, ...)
+#   2  features:  80-dim fbank (lilcom) -> data/fbank/librispeech_cuts_{part}.jsonl.gz
+#   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
+# Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
+set -euo pipefail
+
+stage=0
+stop_stage=100
+corpus_dir=""          # a real LibriSpeech directory (holding train-clean-100/ ...); empty: synthesize
+download=false         # with --corpus-dir: fetch the real corpus there first (needs network)
+train_hours=1.0        # size of the synthesized corpus (dev and test: a tenth each)
+seed=0                 # seed of the synthesized corpus
+nj=2                   # parallel jobs
+speed_perturb=false    # add 0.9x / 1.1x copies of the training data
+min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
+max_duration=20.0
+vocab_size=500         # BPE units
+
+help_message="Usage: $0 [options]
+LibriSpeech recipe: corpus, manifests, fbank features, BPE units.
+Options (default in brackets):
+  --stage N            first stage to run [$stage]
+  --stop-stage N       last stage to run [$stop_stage]
+  --corpus-dir DIR     real LibriSpeech directory holding its parts [synthesize one]
+  --download BOOL      fetch the real corpus into --corpus-dir first [$download]
+  --train-hours H      hours of the synthesized training set [$train_hours]
+  --seed N             seed of the synthesized corpus [$seed]
+  --nj N               parallel jobs [$nj]
+  --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
+  --min-duration S     shortest training cut kept [$min_duration]
+  --max-duration S     longest training cut kept [$max_duration]
+  --vocab-size N       BPE units [$vocab_size]"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/../../tools/parse_options.sh"
+[ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
+cd "$here"
+. ../../tools/recipe_lib.sh
+require_xasr
+
+corpus=librispeech
+unit_type=bpe
+lang_dir=data/lang_bpe_${vocab_size}
+. ../../tools/data_stages.sh
+
+log "Done (stages $stage..$stop_stage). Features: data/fbank/, units: $lang_dir/unit.model, logs: log/"
+data_summary

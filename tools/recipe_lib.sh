@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Helpers shared by recipes/*/run.sh: logging, stage selection, .done markers, the venv.
+# Source it from a recipe directory: . ../../tools/recipe_lib.sh
+
+XASR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export XASR_ROOT
+if [ -x "$XASR_ROOT/.venv/bin/python" ]; then
+  export PATH="$XASR_ROOT/.venv/bin:$PATH"
+fi
+export PYTHONUNBUFFERED=1
+
+# log "message": timestamped, with the calling script and line.
+log() {
+  echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*"
+}
+
+die() { log "ERROR: $*" >&2; exit 1; }
+
+# in_stages N: true if stage N lies in [--stage, --stop-stage].
+in_stages() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# is_done MARKER SETTINGS: true if the work was done already. A marker written with other
+# settings still counts as done (the work is kept) but a warning says how to redo it.
+is_done() {
+  local marker=$1 settings=$2
+  [ -f "$marker" ] || return 1
+  if [ "$(cat "$marker")" != "$settings" ]; then
+    log "WARNING: $marker was made with other settings: [$(cat "$marker")] vs now [$settings];" \
+        "keeping the existing output. Remove $marker (and its output) to redo it."
+  fi
+  return 0
+}
+
+# mark_done MARKER SETTINGS
+mark_done() { mkdir -p "$(dirname "$1")"; printf '%s' "$2" > "$1"; }
+
+require_xasr() {
+  command -v xasr >/dev/null 2>&1 \
+    || die "the xasr command is not installed: run 'bash tools/setup.sh' in $XASR_ROOT first"
+}
