@@ -74,7 +74,7 @@ ENGLISH_OTHER_VOICES = {
 ENGLISH_OTHER_SHARE = 0.35
 # Seconds of speech per Mandarin character / English word at rate 1.0 (measured on the engines),
 # used to plan how many sentences fill the requested hours.
-SECONDS_PER_UNIT = {"aishell": 0.26, "librispeech": 0.43}
+SECONDS_PER_UNIT = {"aishell": 0.275, "librispeech": 0.30}
 # Bounds on utterance length in text units (characters / words).
 TEXT_LENGTH = {"aishell": (6, 20), "librispeech": (4, 22)}
 

@@ -180,7 +180,8 @@ def ordinal_to_words(n: int) -> str:
 
 
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
-_NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+\b")
+_GROUPED_NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
+_NUMBER = re.compile(r"\b\d+\b")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "“": '"', "”": '"',
                               "—": " ", "–": " ", "-": " ", "/": " "})
 
@@ -194,10 +195,11 @@ def normalize_english(text: str) -> Optional[str]:
     symbols such as @ # $ %) is rejected.
     """
     text = text.translate(_APOSTROPHES).replace("&", " and ")
+    text = _GROUPED_NUMBER.sub(lambda m: m.group(0).replace(",", ""), text)
     if re.search(r"\d[.,:]\d|\d[a-zA-Z]|[a-zA-Z]\d|[@#$%*+=<>_|\\{}~^]", _ORDINAL.sub("", text)):
         return None
     text = _ORDINAL.sub(lambda m: " " + ordinal_to_words(int(m.group(1))) + " ", text)
-    text = _NUMBER.sub(lambda m: " " + number_to_words(int(m.group(0).replace(",", ""))) + " ", text)
+    text = _NUMBER.sub(lambda m: " " + number_to_words(int(m.group(0))) + " ", text)
     text = text.upper()
     if re.search(r"[^\x00-\x7f]", text):
         return None
@@ -219,6 +221,8 @@ def _english_from_paragraph(paragraph: str, source: str, min_words: int, max_wor
                             ) -> Iterable[Sentence]:
     for raw in _EN_SENTENCE.split(paragraph):
         raw = raw.strip()
+        if re.match(r"\(?\d+[.):]", raw):  # numbered list items and references
+            continue
         norm = normalize_english(raw)
         if norm is None:
             continue

@@ -1,0 +1,111 @@
+"""run.sh option handling, stage selection, .done markers and an end-to-end run of the data
+stages of both recipes on a tiny synthesized corpus (in a copy of the recipe directory)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    return env
+
+
+def _run(script: Path, *args, cwd=None):
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=_env(), cwd=cwd)
+
+
+@pytest.fixture
+def recipe_copy(tmp_path):
+    """The repository's tools/ and recipes/ copied to tmp_path (runs never touch the checkout)."""
+    shutil.copytree(REPO / "tools", tmp_path / "tools")
+    for name in ("aishell", "librispeech"):
+        (tmp_path / "recipes" / name).mkdir(parents=True)
+        shutil.copy(REPO / "recipes" / name / "run.sh", tmp_path / "recipes" / name / "run.sh")
+    return tmp_path
+
+
+@pytest.mark.parametrize("recipe", ["aishell", "librispeech"])
+def test_help_lists_options(recipe):
+    r = _run(REPO / "recipes" / recipe / "run.sh", "--help")
+    assert r.returncode == 0
+    for opt in ("--stage", "--stop-stage", "--corpus-dir", "--train-hours", "--nj", "--speed-perturb"):
+        assert opt in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-such-option", "1"], "unknown option --no-such-option"),
+    (["--stage"], "option --stage needs a value"),
+    (["--speed-perturb", "yes"], "takes true or false, not 'yes'"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--help_message", "x"], "invalid option --help_message"),
+])
+def test_bad_options_fail_before_any_work(recipe_copy, args, message):
+    script = recipe_copy / "recipes/aishell/run.sh"
+    r = _run(script, *args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert not (recipe_copy / "recipes/aishell/data").exists()
+
+
+def test_download_needs_a_corpus_dir(recipe_copy):
+    r = _run(recipe_copy / "recipes/aishell/run.sh", "--download", "true")
+    assert r.returncode != 0 and "--download true needs --corpus-dir" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, sets, lang", [
+    ("aishell", ("train", "dev", "test"), "lang_char"),
+    ("librispeech", ("train-clean-100", "dev-clean", "test-clean"), "lang_bpe_100"),
+])
+def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang):
+    script = recipe_copy / "recipes" / recipe / "run.sh"
+    extra = ["--vocab-size", "100"] if recipe == "librispeech" else []
+    # called from another directory: the recipe works in its own
+    r = _run(script, "--stop-stage", "3", "--train-hours", "0.03", *extra, cwd=recipe_copy)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = recipe_copy / "recipes" / recipe
+    for s in sets:
+        assert (d / f"data/manifests/{recipe}_cuts_{s}.jsonl.gz").is_file()
+        assert (d / f"data/fbank/{recipe}_cuts_{s}.jsonl.gz").is_file()
+        assert s in r.stdout  # the final summary lists every set
+    assert (d / f"data/{lang}/unit.model").is_file()
+    for stage in range(4):
+        assert f"Stage {stage}:" in r.stdout
+    assert (d / "log/stage2-fbank.log").is_file()
+
+    # rerun: every stage is skipped and nothing is rewritten
+    mtime = (d / f"data/fbank/{recipe}_cuts_{sets[0]}.jsonl.gz").stat().st_mtime_ns
+    r = _run(script, "--stop-stage", "3", "--train-hours", "0.03", *extra)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("skipped") == 4
+    assert (d / f"data/fbank/{recipe}_cuts_{sets[0]}.jsonl.gz").stat().st_mtime_ns == mtime
+
+    # changed settings: the finished stage is kept, with a warning saying how to redo it
+    r = _run(script, "--stage", "2", "--stop-stage", "2", "--speed-perturb", "true", *extra)
+    assert r.returncode == 0
+    assert "made with other settings" in r.stdout and "Stage 1" not in r.stdout
+
+    # --stage/--stop-stage select one stage; removing its marker redoes it
+    (d / "data/fbank/.done").unlink()
+    r = _run(script, "--stage", "2", "--stop-stage", "2", *extra)
+    assert r.returncode == 0, r.stderr
+    assert "Stage 2: fbank features" in r.stdout
+    assert "Stage 0" not in r.stdout and "Stage 3" not in r.stdout
+
+
+@pytest.mark.slow
+def test_bad_corpus_dir_fails_with_the_file_named(recipe_copy, tiny_aishell, tmp_path):
+    corpus = shutil.copytree(tiny_aishell, tmp_path / "bad")
+    (corpus / "data_aishell/transcript/aishell_transcript_v0.8.txt").unlink()
+    r = _run(recipe_copy / "recipes/aishell/run.sh", "--stop-stage", "3", "--corpus-dir", str(corpus))
+    assert r.returncode != 0
+    assert "missing transcript" in r.stderr and "aishell_transcript_v0.8.txt" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (recipe_copy / "recipes/aishell/data/manifests/.done").exists()
