@@ -1,0 +1,184 @@
+"""Pretrained Whisper encoder for variable-length input, and Whisper's log-mel features.
+
+In: ``feats`` (B, T, n_mels) Whisper log-mel features (:func:`whisper_log_mel`: 10 ms frames,
+80 bins for the base model) and their lengths ``feat_lens`` (B,); the weights come from a
+local transformers Whisper directory (``xasr models install whisper-base`` or the user's own),
+named by an installed model name or a path (:func:`xasr.models.install.resolve_model_dir`).
+Out: ``h`` (B, T // 2, d_model) and ``h_lens = feat_lens // 2`` (B,); positions beyond
+``h_lens`` are zero.
+
+transformers' ``WhisperEncoder.forward`` only accepts 30-s inputs (3000 frames). This module
+reuses its parameters (conv front-end, learned positions, layers, final norm) but runs them
+itself: conv front-end, plus ``embed_positions[:T // 2]``, then the layers with a key-padding
+mask, so any length up to 30 s works and a padded batch gives each item what it gives alone.
+
+Exactness: for an input of T frames (T even, T <= 3000) the output equals transformers'
+encoder built with ``max_source_positions = T // 2`` (its positions sliced), and for T = 3000
+it equals the stock 30-s encoder. It does NOT equal the 30-s encoder's output on the valid
+frames of a shorter utterance padded to 30 s: there every frame also attends to the padding
+frames (log-mel of silence), which changes all outputs. A model trained on top of this encoder
+must therefore use the same (unpadded) convention at training and test time.
+
+Odd lengths: the stride-2 conv would give ``ceil(T / 2)`` frames, the last one reading the
+frame after the utterance (padding inside a batch). That frame is dropped, so
+``h_lens = feat_lens // 2`` and outputs never depend on padding.
+
+Registered as ``"whisper"`` in :data:`xasr.models.encoder_registry.ENCODERS`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xasr.errors import XasrError
+from xasr.models.encoder_registry import ENCODERS
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+N_FFT = 400  # 25 ms window
+HOP_LENGTH = 160  # 10 ms hop
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_filters(n_mels: int, sample_rate: int) -> Tensor:
+    """Slaney-style mel filter bank (as librosa / Whisper), (n_fft // 2 + 1, n_mels)."""
+    from transformers.audio_utils import mel_filter_bank
+
+    fb = mel_filter_bank(num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+                         max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney",
+                         mel_scale="slaney")
+    return torch.from_numpy(np.asarray(fb, dtype=np.float32))
+
+
+def whisper_log_mel(audio: Union[np.ndarray, Tensor], sample_rate: int = SAMPLE_RATE, n_mels: int = 80) -> Tensor:
+    """16 kHz mono audio (samples,) in [-1, 1] -> Whisper log-mel features (samples // 160, n_mels).
+
+    The same computation as Whisper's feature extractor (25 ms Hann window, 10 ms hop, centred
+    STFT with reflect padding, power spectrum, Slaney mel bank, log10, dynamic range limited to
+    8 (i.e. 80 dB) below the maximum, then ``(x + 4) / 4``) but without padding to 30 s. The
+    last frame or two can differ slightly from the padded version, whose STFT window reaches
+    into zeros instead of a reflection of the signal end.
+    """
+    if sample_rate != SAMPLE_RATE:
+        raise XasrError(f"Whisper features need {SAMPLE_RATE} Hz audio, got {sample_rate} Hz: resample first")
+    x = torch.as_tensor(audio, dtype=torch.float32)
+    if x.dim() != 1:
+        raise XasrError(f"whisper_log_mel expects one channel of samples (samples,), got shape {tuple(x.shape)}")
+    if x.numel() < HOP_LENGTH:
+        return torch.zeros(0, n_mels)
+    window = torch.hann_window(N_FFT, device=x.device)
+    pad_mode = "reflect" if x.numel() > N_FFT // 2 else "constant"
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode=pad_mode, return_complex=True)
+    power = stft[:, :-1].abs() ** 2  # (n_fft // 2 + 1, frames)
+    mel = _mel_filters(n_mels, sample_rate).to(x.device).T @ power  # (n_mels, frames)
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).T.contiguous()  # (frames, n_mels)
+
+
+@dataclass
+class WhisperEncoderConfig:
+    model_dir: str = "whisper-base"  # installed model name or a transformers Whisper directory
+    freeze: bool = True  # no gradients, always in eval mode
+    num_layers: Optional[int] = None  # keep only the first N transformer layers (None: all)
+
+
+@ENCODERS.register("whisper")
+class WhisperSpeechEncoder(nn.Module):
+    """Whisper encoder; ``forward(feats (B, T, n_mels), feat_lens (B,)) -> (h (B, T // 2, D), h_lens (B,))``."""
+
+    config_class = WhisperEncoderConfig
+
+    def __init__(self, cfg: WhisperEncoderConfig, models_dir: Optional[str] = None) -> None:
+        super().__init__()
+        from safetensors import safe_open
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        from xasr.models.install import resolve_model_dir
+
+        self.cfg = cfg
+        model_dir = resolve_model_dir(cfg.model_dir, models_dir)
+        config = WhisperConfig.from_pretrained(model_dir)
+        total = config.encoder_layers
+        if cfg.num_layers is not None:
+            if not 1 <= cfg.num_layers <= total:
+                raise XasrError(f"num_layers={cfg.num_layers}: {model_dir} has {total} encoder layers")
+            config.encoder_layers = cfg.num_layers
+        config._attn_implementation = "sdpa"
+        self.encoder = WhisperEncoder(config)
+        state = {}
+        files = sorted(model_dir.glob("*.safetensors"))
+        if not files:
+            raise XasrError(f"{model_dir} has no *.safetensors weights")
+        own = set(self.encoder.state_dict())
+        for path in files:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    for prefix in ("model.encoder.", "encoder."):
+                        if key.startswith(prefix) and key[len(prefix):] in own:
+                            state[key[len(prefix):]] = f.get_tensor(key)
+        missing = own - set(state)
+        if missing:
+            raise XasrError(f"{model_dir}: encoder weights missing: {', '.join(sorted(missing)[:5])}")
+        self.encoder.load_state_dict(state, strict=True)
+        self.encoder.float()
+        self.num_mel_bins = config.num_mel_bins
+        self.max_frames = 2 * config.max_source_positions
+        logger.info("Whisper encoder from %s: %d of %d layers, d_model %d, %.1fM parameters%s", model_dir,
+                    config.encoder_layers, total, config.d_model,
+                    sum(p.numel() for p in self.encoder.parameters()) / 1e6, ", frozen" if cfg.freeze else "")
+        if cfg.freeze:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def output_dim(self) -> int:
+        return self.encoder.config.d_model
+
+    def output_lengths(self, feat_lens: Tensor) -> Tensor:
+        """Encoder output lengths for input lengths (B,) -> (B,)."""
+        return feat_lens // 2
+
+    def train(self, mode: bool = True) -> "WhisperSpeechEncoder":
+        super().train(mode)
+        if self.cfg.freeze:
+            self.encoder.eval()
+        return self
+
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        if feats.dim() != 3 or feats.size(-1) != self.num_mel_bins:
+            raise XasrError(f"expected feats (B, T, {self.num_mel_bins}), got {tuple(feats.shape)}")
+        if feats.size(1) > self.max_frames:
+            raise XasrError(f"{feats.size(1)} frames exceed Whisper's {self.max_frames} (30 s): split the audio")
+        enc = self.encoder
+        B, T, _ = feats.shape
+        feat_lens = feat_lens.to(feats.device)
+        in_valid = torch.arange(T, device=feats.device)[None, :] < feat_lens[:, None]  # (B, T)
+        x = feats.masked_fill(~in_valid[:, :, None], 0.0).transpose(1, 2)  # (B, n_mels, T)
+        x = F.gelu(enc.conv1(x))  # (B, D, T)
+        x = F.gelu(enc.conv2(x))  # (B, D, ceil(T / 2))
+        T2 = T // 2
+        x = x[:, :, :T2].transpose(1, 2)  # (B, T2, D)
+        x = x + enc.embed_positions.weight[:T2].to(x.dtype)
+        x = F.dropout(x, p=enc.dropout, training=enc.training)
+        h_lens = self.output_lengths(feat_lens)  # (B,)
+        valid = torch.arange(T2, device=x.device)[None, :] < h_lens[:, None]  # (B, T2)
+        mask = None
+        if not bool(valid.all()):
+            # additive key-padding mask (B, 1, T2, T2); an empty item attends to everything (no NaN)
+            key_ok = valid | (h_lens == 0)[:, None]
+            mask = torch.zeros(B, 1, 1, T2, dtype=x.dtype, device=x.device)
+            mask = mask.masked_fill(~key_ok[:, None, None, :], torch.finfo(x.dtype).min).expand(B, 1, T2, T2)
+        for layer in enc.layers:
+            x = layer(x, mask)
+        x = enc.layer_norm(x)
+        return x.masked_fill(~valid[:, :, None], 0.0), h_lens  # (B, T2, D), (B,)
