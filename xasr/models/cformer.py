@@ -1,0 +1,149 @@
+"""C-Former (X-LLM's speech X2L interface): encoder frames -> one vector per output unit.
+
+In: speech encoder output ``h`` (B, T, input_dim) with lengths (B,); during training the
+number of target units per utterance (B,).
+Out: :class:`CFormerOutput`: ``vectors`` (B, N, dim), one per unit (these go to the
+S-Adapter and the LLM), their counts ``lens`` (B,), the stage-1 head's unit ``logits``
+(B, N, V), the CIF weights ``alphas`` (B, T) and the CIF quantity loss (with targets).
+
+Pipeline: linear projection of the encoder output to ``dim`` -> CIF (:mod:`xasr.models.cif`)
+compresses the frames to one vector per unit (exactly N with targets; counted by the alphas at
+inference) -> sinusoidal positions (the fired vectors are a sequence; self-attention alone
+would ignore their order) -> pre-norm transformer encoder layers (self-attention with a
+padding mask, feed-forward) -> final LayerNorm = ``vectors``. The stage-1 head is a linear
+layer to the sentencepiece units, trained with cross-entropy against the unit targets, one
+fired vector per unit (:meth:`CFormer.ce_loss`); its argmax per vector is the "CIF head"
+decoding (:meth:`CFormer.greedy_units`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xasr.models.cif import CifCompressor, CifConfig, lengths_to_mask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CFormerConfig:
+    input_dim: int = 0  # speech encoder output size (set from the encoder)
+    vocab_size: int = 0  # sentencepiece units of the stage-1 head (set from the units)
+    dim: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    ff_dim: int = 1024
+    dropout: float = 0.1
+    label_smoothing: float = 0.0  # of the stage-1 cross-entropy
+    cif: CifConfig = field(default_factory=CifConfig)  # cif.input_dim: None or dim
+
+
+@dataclass
+class CFormerOutput:
+    vectors: Tensor  # (B, N, dim), zero beyond lens
+    lens: Tensor  # (B,)
+    logits: Tensor  # (B, N, V)
+    alphas: Tensor  # (B, T)
+    quantity_loss: Optional[Tensor]  # scalar, with target lengths only
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(length, dim) sine/cosine position table (Vaswani et al. 2017)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 1::2] = torch.cos(pos * inv_freq[: dim // 2])
+    return table.to(dtype)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer encoder layer: x + MHSA(LN(x)), x + FF(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.attn_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.attn_dropout = dropout
+        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(ff_dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+        """x (B, N, D), key_mask (B, N) True on positions that may be attended to."""
+        B, N, D = x.shape
+        qkv = self.qkv(self.attn_norm(x)).view(B, N, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, N, Dh) each
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
+                                           dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, N, Dh)
+        x = x + self.dropout(self.attn_out(y.transpose(1, 2).reshape(B, N, D)))
+        return x + self.dropout(self.ff(x))
+
+
+class CFormer(nn.Module):
+    def __init__(self, cfg: CFormerConfig) -> None:
+        super().__init__()
+        if cfg.input_dim <= 0 or cfg.vocab_size <= 0:
+            raise ValueError(f"CFormerConfig.input_dim ({cfg.input_dim}) and vocab_size ({cfg.vocab_size}) "
+                             "must be set (> 0)")
+        if cfg.cif.input_dim not in (None, cfg.dim):
+            raise ValueError(f"cif.input_dim ({cfg.cif.input_dim}) must be unset or equal to dim ({cfg.dim}): "
+                             "the CIF runs on the projected encoder output")
+        self.cfg = cfg
+        self.input_proj = nn.Linear(cfg.input_dim, cfg.dim)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.cif = CifCompressor(replace(cfg.cif, input_dim=cfg.dim))
+        self.layers = nn.ModuleList(TransformerLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout)
+                                    for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size)
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.dim
+
+    def forward(self, h: Tensor, h_lens: Tensor, target_lens: Optional[Tensor] = None) -> CFormerOutput:
+        x = self.input_dropout(self.input_proj(h))  # (B, T, dim)
+        cif = self.cif(x, h_lens, target_lens)
+        v, lens = cif.fired, cif.fired_lens  # (B, N, dim), (B,)
+        valid = lengths_to_mask(lens, v.size(1))  # (B, N)
+        if v.size(1) > 0:
+            v = v + sinusoidal_positions(v.size(1), v.size(2), v.device, v.dtype)[None]
+            key_mask = valid | (lens == 0)[:, None]  # nothing fired: attend to all rather than NaN
+            for layer in self.layers:
+                v = layer(v, key_mask)
+        v = self.norm(v).masked_fill(~valid[:, :, None], 0.0)  # (B, N, dim)
+        logits = self.head(v)  # (B, N, V)
+        return CFormerOutput(v, lens, logits, cif.alphas, cif.quantity_loss)
+
+    def ce_loss(self, logits: Tensor, lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
+        """Cross-entropy of the stage-1 head, mean over the valid units of the batch.
+
+        logits (B, N, V) from a forward pass given ``target_lens``, so that ``lens`` equals
+        ``target_lens``; targets (B, S) padded unit ids (any padding value), S >= N.
+        """
+        if not torch.equal(lens.cpu(), target_lens.cpu()):
+            raise ValueError("ce_loss needs one fired vector per target unit: run forward with target_lens "
+                             f"(fired {lens.tolist()}, targets {target_lens.tolist()})")
+        n = logits.size(1)
+        valid = lengths_to_mask(target_lens.to(logits.device), n)  # (B, N)
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[valid].float(), targets[:, :n][valid].long(),
+                               label_smoothing=self.cfg.label_smoothing)
+
+    @staticmethod
+    def greedy_units(logits: Tensor, lens: Tensor) -> List[List[int]]:
+        """Argmax unit of each fired vector (the CIF-head decoding): (B, N, V), (B,) -> ids."""
+        best = logits.argmax(dim=-1).cpu()  # (B, N)
+        return [best[b, :n].tolist() for b, n in enumerate(lens.tolist())]

@@ -1,0 +1,55 @@
+"""CTC head on the encoder output: frames -> per-frame unit log-probabilities, loss, best path.
+
+In: encoder output ``h`` (B, T, D) with lengths (B,); for the loss, padded unit targets (B, S)
+with their lengths (B,).
+Out: log-probabilities (B, T, V) (``forward``), a scalar loss (``loss``), unit id sequences
+(``greedy_decode``).
+
+The blank is unit 0 (``<blk>`` in :mod:`xasr.data.units`). The loss is torch's
+``ctc_loss`` with ``zero_infinity=True`` (an utterance too short for its targets contributes
+zero instead of inf), summed over the batch and divided by the total number of target units,
+i.e. a per-unit loss, on the same scale as the C-Former's per-unit cross-entropy and not
+biased towards short or long utterances.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BLANK_ID = 0
+
+
+def ctc_greedy_decode(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[List[int]]:
+    """Best path: argmax per frame (within ``lens``), collapse repeats, drop blanks."""
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    out: List[List[int]] = []
+    for b, n in enumerate(lens.tolist()):
+        ids: List[int] = []
+        prev = None
+        for i in best[b, :n].tolist():
+            if i != prev and i != blank_id:
+                ids.append(i)
+            prev = i
+        out.append(ids)
+    return out
+
+
+class CtcHead(nn.Module):
+    def __init__(self, input_dim: int, vocab_size: int, blank_id: int = BLANK_ID) -> None:
+        super().__init__()
+        self.blank_id = blank_id
+        self.proj = nn.Linear(input_dim, vocab_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.log_softmax(self.proj(h), dim=-1)  # (B, T, V)
+
+    def loss(self, log_probs: Tensor, lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
+        """log_probs (B, T, V), lens (B,), targets (B, S) padded, target_lens (B,) -> per-unit loss."""
+        total = F.ctc_loss(log_probs.transpose(0, 1).float(), targets, lens, target_lens,  # (T, B, V)
+                           blank=self.blank_id, reduction="sum", zero_infinity=True)
+        return total / target_lens.sum().clamp(min=1)
+
+    def greedy_decode(self, log_probs: Tensor, lens: Tensor) -> List[List[int]]:
+        return ctc_greedy_decode(log_probs, lens, self.blank_id)
