@@ -12,6 +12,7 @@
 #   1  manifests: lhotse's prepare_aishell -> data/manifests/aishell_cuts_{train,dev,test}.jsonl.gz
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/aishell_cuts_{train,dev,test}.jsonl.gz
 #   3  units:     sentencepiece characters -> data/lang_char/unit.model
+#   4-8 models, stage-1 and stage-2 training, decoding, results (tools/model_stages.sh)
 # Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
 set -euo pipefail
 
@@ -25,6 +26,9 @@ nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
+stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
+stage2_opts=""         # extra hydra overrides for stage-2 training
+decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam"
 
 help_message="Usage: $0 [options]
 Aishell-1 recipe: corpus, manifests, fbank features, character units.
@@ -38,7 +42,10 @@ Options (default in brackets):
   --nj N               parallel jobs [$nj]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
   --min-duration S     shortest training cut kept [$min_duration]
-  --max-duration S     longest training cut kept [$max_duration]"
+  --max-duration S     longest training cut kept [$max_duration]
+  --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
+  --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
+  --decode-methods STR decoding methods ["$decode_methods"]"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/../../tools/parse_options.sh"
@@ -53,5 +60,14 @@ vocab_size=0  # a character inventory is as large as the training text needs
 lang_dir=data/lang_char
 . ../../tools/data_stages.sh
 
-log "Done (stages $stage..$stop_stage). Features: data/fbank/, units: $lang_dir/unit.model, logs: log/"
+llm_name=gemma3-270m
+encoder_model=whisper-base
+exp_stage1=exp/stage1
+exp_stage2=exp/stage2
+normalizer=chinese_char
+read -r -a stage1_overrides <<< "$stage1_opts"
+read -r -a stage2_overrides <<< "$stage2_opts"
+. ../../tools/model_stages.sh
+
+log "Done (stages $stage..$stop_stage). Data: data/, models: exp/, logs: log/"
 data_summary

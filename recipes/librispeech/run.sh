@@ -13,6 +13,7 @@
 #                 data/manifests/librispeech_cuts_{part}.jsonl.gz (train-clean-100, dev-clean, ...)
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/librispeech_cuts_{part}.jsonl.gz
 #   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
+#   4-8 models, stage-1 and stage-2 training, decoding, results (tools/model_stages.sh)
 # Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
 set -euo pipefail
 
@@ -26,6 +27,9 @@ nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
+stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
+stage2_opts=""         # extra hydra overrides for stage-2 training
+decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam"
 vocab_size=500         # BPE units
 
 help_message="Usage: $0 [options]
@@ -41,6 +45,9 @@ Options (default in brackets):
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
   --min-duration S     shortest training cut kept [$min_duration]
   --max-duration S     longest training cut kept [$max_duration]
+  --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
+  --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
+  --decode-methods STR decoding methods ["$decode_methods"]
   --vocab-size N       BPE units [$vocab_size]"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,5 +62,14 @@ unit_type=bpe
 lang_dir=data/lang_bpe_${vocab_size}
 . ../../tools/data_stages.sh
 
-log "Done (stages $stage..$stop_stage). Features: data/fbank/, units: $lang_dir/unit.model, logs: log/"
+llm_name=smollm2-135m-instruct
+encoder_model=whisper-base
+exp_stage1=exp/stage1
+exp_stage2=exp/stage2
+normalizer=english_word
+read -r -a stage1_overrides <<< "$stage1_opts"
+read -r -a stage2_overrides <<< "$stage2_opts"
+. ../../tools/model_stages.sh
+
+log "Done (stages $stage..$stop_stage). Data: data/, models: exp/, logs: log/"
 data_summary

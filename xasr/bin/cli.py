@@ -24,6 +24,9 @@ SUBCOMMANDS = {
     "prepare": "prepare",
     "compute-fbank": "compute_fbank",
     "train-units": "train_units",
+    "train": "train",
+    "decode": "decode",
+    "models": "models",
 }
 
 

@@ -1,0 +1,135 @@
+"""The trainer on a tiny synthesized corpus with tiny models: stage 1, stage 2 through a tiny
+frozen LLM, the model directory, exact resume after a kill, and 2-process DDP equivalence."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.models.tiny_llm import make_tiny_llm
+from xasr.config import load_experiment
+
+pytestmark = pytest.mark.slow
+
+TINY_MODEL = [
+    "model.encoder.conformer.dim=32", "model.encoder.conformer.num_layers=1", "model.encoder.conformer.num_heads=2",
+    "model.encoder.conformer.ff_dim=64", "model.encoder.conformer.conv_kernel=3",
+    "model.cformer.dim=32", "model.cformer.num_layers=1", "model.cformer.num_heads=2", "model.cformer.ff_dim=64",
+    "model.adapter.hidden_dim=32",
+]
+DETERMINISTIC = ["model.encoder.conformer.dropout=0", "model.encoder.conformer.spec_augment=false",
+                 "model.cformer.dropout=0", "model.cformer.cif.dropout=0", "model.adapter.dropout=0"]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_aishell, tmp_path_factory):
+    from xasr.data.features import compute_fbank
+    from xasr.data.prepare import prepare_manifests
+    from xasr.data.units import train_units
+
+    d = tmp_path_factory.mktemp("train_data")
+    prepare_manifests("aishell", str(tiny_aishell), str(d / "m"))
+    compute_fbank("aishell", str(d / "m"), str(d / "f"), ["train", "dev"], num_jobs=1)
+    train_units([str(d / "m/aishell_cuts_train.jsonl.gz")], str(d / "lang"), "char")
+    return d
+
+
+def _overrides(data: Path, exp: Path, *extra):
+    return [f"data.train_cuts=[{data}/f/aishell_cuts_train.jsonl.gz]",
+            f"data.valid_cuts=[{data}/f/aishell_cuts_dev.jsonl.gz]", f"data.units={data}/lang/unit.model",
+            "data.max_duration=30", f"train.exp_dir={exp}", "train.log_interval=1", "train.tensorboard=false",
+            "train.num_threads=1", *TINY_MODEL, *extra]
+
+
+def _params(model_dir: Path):
+    from safetensors.torch import load_file
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_stage1_then_stage2_then_decode(data, tmp_path):
+    from xasr.models.model import DECODING_METHODS, load_model_dir
+    from xasr.trainer import train
+
+    s1 = train(load_experiment(_overrides(data, tmp_path / "s1", "train.max_steps=6", "train.save_interval=3",
+                                          "train.average_last=2")))
+    assert (tmp_path / "s1/loss.png").is_file() and (tmp_path / "s1/metrics.tsv").is_file()
+    assert "step" in (tmp_path / "s1/metrics.tsv").read_text().splitlines()[0]
+    assert "audio per second" in (tmp_path / "s1/train.log").read_text()
+    w1 = _params(s1)
+    assert any(k.startswith("encoder.") for k in w1) and not any(k.startswith("llm.") for k in w1)
+
+    llm_dir = make_tiny_llm(tmp_path / "llm")
+    s2 = train(load_experiment(_overrides(
+        data, tmp_path / "s2", "train.stage=2", "train.max_steps=4", f"train.init_from={s1}",
+        "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}")))
+    w2 = _params(s2)
+    assert any(k.startswith("adapter.") for k in w2)
+    assert not any(k.startswith("llm.") for k in w2)  # the frozen LLM is never saved
+    for k, v in w1.items():  # stage 2 trained only the adapter
+        assert torch.equal(w2[k], v), k
+
+    model, cfg, units = load_model_dir(str(s2))
+    from lhotse import CutSet
+    from xasr.data.dataset import AsrDataset
+    cuts = CutSet.from_file(data / "f/aishell_cuts_dev.jsonl.gz").subset(first=3)
+    batch = AsrDataset(None, "fbank")[cuts]
+    for method in DECODING_METHODS:
+        texts = model.decode(batch, method, units)
+        assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+    # a model directory refuses a different frozen LLM
+    import json
+    from xasr.errors import XasrError
+    other = make_tiny_llm(tmp_path / "llm2", seed=1)
+    fp = json.loads((s2 / "frozen_parts.json").read_text())
+    fp["llm"]["path"] = str(other)
+    (s2 / "config.yaml").write_text((s2 / "config.yaml").read_text().replace(str(llm_dir), str(other)))
+    with pytest.raises(XasrError, match="was trained with the frozen llm"):
+        load_model_dir(str(s2))
+
+
+def _train_cmd(data, exp, *extra):
+    return [sys.executable, "-m", "xasr.bin.cli", "train", *_overrides(data, exp, *DETERMINISTIC, *extra)]
+
+
+def test_kill_and_resume_gives_the_same_parameters(data, tmp_path):
+    common = ["train.max_steps=8", "train.save_interval=2", "train.num_epochs=50", "train.average_last=1"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    ref = subprocess.run(_train_cmd(data, tmp_path / "ref", *common), env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    exp = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, exp, *common), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (exp / "checkpoints/ckpt-4").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (exp / "model").exists(), "the run finished before it could be killed"
+    again = subprocess.run(_train_cmd(data, exp, *common), env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in (exp / "train.log").read_text()
+    a, b = _params(tmp_path / "ref/model"), _params(exp / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_two_process_ddp_equals_single_process(data, tmp_path):
+    common = ["train.max_steps=3", "train.save_interval=100", "train.num_epochs=1", "data.max_duration=40"]
+    single = subprocess.run(_train_cmd(data, tmp_path / "one", *common), capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "xasr.bin.cli", "train",
+                          *_overrides(data, tmp_path / "two", *DETERMINISTIC, *common)],
+                         capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "world size 2" in (tmp_path / "two/train.log").read_text()
+    a, b = _params(tmp_path / "one/model"), _params(tmp_path / "two/model")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())

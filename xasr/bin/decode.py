@@ -1,0 +1,48 @@
+"""Decode test sets with a trained model directory and score them (WER/CER files per set and method).
+
+Usage:
+  xasr decode --model-dir exp/stage2/model --cuts test=data/fbank/aishell_cuts_test.jsonl.gz \
+      --methods ctc_greedy cif_greedy llm_greedy llm_beam --out-dir exp/stage2/decode --normalizer chinese_char
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from xasr.errors import XasrError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--cuts", nargs="+", required=True, help="NAME=PATH of cut manifests with features")
+    p.add_argument("--methods", nargs="+", default=["llm_greedy"])
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--normalizer", default="english_word", help="chinese_char, english_word or none")
+    p.add_argument("--models-dir", default=None, help="where the frozen pretrained models are installed")
+    p.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from xasr.decoding.dataset_decode import decode_and_score
+    from xasr.models.model import load_model_dir
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    sets = {}
+    for item in args.cuts:
+        if "=" not in item:
+            raise XasrError(f"--cuts takes NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        sets[name] = path
+    model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
+    summaries = decode_and_score(model, units, sets, args.methods, args.out_dir, args.normalizer,
+                                 features=cfg.data.features, max_duration=args.max_duration, device=args.device)
+    with open(f"{args.out_dir}/summary.json", "w") as f:
+        json.dump([dict(s.__dict__, rtf=s.rtf) for s in summaries], f, indent=1)
+    for s in summaries:
+        print(f"{s.set_name}\t{s.method}\t{s.kaldi_line}\tRTF {s.rtf:.3f}")
+    return 0

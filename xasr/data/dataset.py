@@ -1,0 +1,129 @@
+"""Where the data turns into a batch: lhotse cuts -> padded features, texts and unit ids.
+
+In: cut manifests with precomputed fbank features (recipes' stage 2), or with audio only
+when the encoder wants Whisper log-mel features (computed on the fly); a sentencepiece model.
+Out: batches ``{"ids", "feats" (B, T, F), "feat_lens" (B,), "texts", "tokens" (B, U) padded
+with -1, "token_lens" (B,), "durations" (B,)}``, longest utterance first.
+
+Batches are duration-bucketed (lhotse's DynamicBucketingSampler, ``max_duration`` seconds of
+audio per batch). Under DDP every rank draws the same global batch and keeps its share
+(:class:`GlobalBatchSampler`), so a run on N processes sees exactly the batches a single
+process would, which makes multi-process training reproducible against single-process runs.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    train_cuts: List[str] = field(default_factory=list)
+    valid_cuts: List[str] = field(default_factory=list)
+    units: str = ""  # sentencepiece model (lang dir's unit.model)
+    features: str = "fbank"  # "fbank" (precomputed) or "whisper_mel" (from audio, on the fly)
+    max_duration: float = 120.0  # seconds of audio per (global) batch
+    num_buckets: int = 8
+    shuffle: bool = True
+    num_workers: int = 0
+    text_case: str = "keep"  # "upper": LibriSpeech style units
+
+
+def batch_texts(cuts) -> List[str]:
+    return [" ".join(s.text for s in c.supervisions if s.text).strip() for c in cuts]
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose index is a CutSet (one batch), as lhotse samplers produce."""
+
+    def __init__(self, units_model: Optional[str], features: str = "fbank") -> None:
+        import sentencepiece as spm
+
+        if features not in ("fbank", "whisper_mel"):
+            raise ValueError(f"features must be fbank or whisper_mel, not {features!r}")
+        self.features = features
+        self.sp = spm.SentencePieceProcessor(model_file=units_model) if units_model else None
+
+    def __getitem__(self, cuts) -> Dict[str, object]:
+        from lhotse.dataset.collation import collate_features
+
+        cuts = cuts.sort_by_duration(ascending=False)
+        if self.features == "fbank":
+            feats, feat_lens = collate_features(cuts)  # (B, T, F), (B,)
+        else:
+            from xasr.models.whisper_encoder import whisper_log_mel
+
+            mels = [whisper_log_mel(c.load_audio()[0], c.sampling_rate) for c in cuts]
+            feat_lens = torch.tensor([m.shape[0] for m in mels], dtype=torch.long)
+            feats = torch.zeros(len(mels), int(feat_lens.max()), mels[0].shape[1])
+            for i, m in enumerate(mels):
+                feats[i, :m.shape[0]] = torch.as_tensor(m)
+        texts = batch_texts(cuts)
+        batch: Dict[str, object] = {
+            "ids": [c.id for c in cuts], "feats": feats, "feat_lens": feat_lens, "texts": texts,
+            "durations": torch.tensor([c.duration for c in cuts]),
+        }
+        if self.sp is not None:
+            toks = [self.sp.encode(t) for t in texts]
+            lens = torch.tensor([len(t) for t in toks], dtype=torch.long)
+            padded = torch.full((len(toks), max(1, int(lens.max()))), -1, dtype=torch.long)
+            for i, t in enumerate(toks):
+                padded[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+            batch["tokens"], batch["token_lens"] = padded, lens
+        return batch
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Yields this rank's share of each global duration-bucketed batch.
+
+    Every rank runs the same lhotse sampler (same seed, world size 1) and keeps the cuts at
+    positions rank, rank + world_size, ... of each global batch sorted by duration. Global
+    batches with fewer cuts than ranks are skipped on every rank alike.
+    """
+
+    def __init__(self, cuts, max_duration: float, shuffle: bool, num_buckets: int, seed: int = 0,
+                 world_size: int = 1, rank: int = 0) -> None:
+        from lhotse.dataset import DynamicBucketingSampler
+
+        self.world_size, self.rank = world_size, rank
+        self.inner = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle,
+                                             num_buckets=num_buckets, seed=seed, world_size=1, rank=0,
+                                             drop_last=False)
+
+        self.skip_batches = 0  # set to resume inside an epoch; applies to the next iteration only
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator:
+        from lhotse import CutSet
+
+        skip, self.skip_batches = self.skip_batches, 0
+        for batch in self.inner:
+            if len(batch) < self.world_size:
+                continue
+            if skip > 0:  # resuming: these batches were trained on before the interruption
+                skip -= 1
+                continue
+            cuts = sorted(batch, key=lambda c: (-c.duration, c.id))
+            mine = cuts[self.rank::self.world_size]
+            yield CutSet.from_cuts(mine)
+
+    def __len__(self) -> int:  # lhotse's dynamic samplers do not know it in advance
+        raise TypeError("the number of batches is not known in advance")
+
+
+def make_loader(cuts, dataset: AsrDataset, cfg: DataConfig, train: bool, seed: int = 0,
+                world_size: int = 1, rank: int = 0):
+    """DataLoader over batches of ``cuts`` (a CutSet); returns (loader, sampler)."""
+    sampler = GlobalBatchSampler(cuts, max_duration=cfg.max_duration, shuffle=cfg.shuffle and train,
+                                 num_buckets=cfg.num_buckets, seed=seed, world_size=world_size, rank=rank)
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None,
+                                         num_workers=cfg.num_workers if train else 0,
+                                         persistent_workers=False)
+    return loader, sampler

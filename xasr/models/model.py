@@ -1,0 +1,292 @@
+"""The X-LLM speech model: where a batch turns into a loss, and a model turns into text.
+
+    feats -> speech encoder -> CTC head                               (stage-1 loss, baseline)
+                            -> C-Former (CIF + transformer) -> CE head (stage-1 loss, baseline)
+                                       -> S-Adapter -> frozen LLM      (stage-2 loss, main decoder)
+
+In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
+transcripts from any decoding method (``ctc_greedy``, ``cif_greedy``, ``llm_greedy``,
+``llm_beam``). A trained model is a directory (:func:`save_model_dir`) that holds only what
+xasr trained, and names the frozen pretrained parts it was trained with (path and fingerprint).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from xasr.errors import XasrError
+from xasr.models.adapter import Adapter, AdapterConfig
+from xasr.models.cformer import CFormer, CFormerConfig
+from xasr.models.conformer import ConformerConfig
+from xasr.models.ctc import CtcHead
+from xasr.models.encoder_registry import ENCODERS
+from xasr.models.llm import FrozenLLM, LLMConfig
+from xasr.models.whisper_encoder import WhisperEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam")
+PARTS = ("encoder", "ctc", "cformer", "adapter", "lora")
+
+
+@dataclass
+class EncoderSection:
+    name: str = "conformer"  # a name in ENCODERS: "conformer" or "whisper"
+    conformer: ConformerConfig = field(default_factory=ConformerConfig)
+    whisper: WhisperEncoderConfig = field(default_factory=WhisperEncoderConfig)
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+    cformer: CFormerConfig = field(default_factory=CFormerConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    use_llm: bool = False  # stage 1 trains without the LLM
+    vocab_size: int = 0  # set from the units
+    ctc_weight: float = 0.5
+    ce_weight: float = 1.0
+    quantity_weight: float = 1.0
+    beam_size: int = 4  # llm_beam
+    length_bound_factor: float = 1.5  # LLM output bound: factor * LLM tokens of the CIF-head text + margin
+    length_bound_margin: int = 8
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 over the names, sizes and contents of a pretrained directory's weight/config files."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and (
+        p.suffix in (".safetensors", ".gguf", ".bin") or p.name in ("config.json", "tokenizer.json")))
+    for p in files:
+        h.update(str(p.relative_to(path)).encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _resolve(path_or_name: str, models_dir: Optional[str]) -> Path:
+    from xasr.models.install import resolve_model_dir
+
+    return Path(resolve_model_dir(path_or_name, models_dir))
+
+
+class XLLMSpeechModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, models_dir: Optional[str] = None) -> None:
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (the number of units)")
+        self.cfg = cfg
+        self.models_dir = models_dir
+        name = cfg.encoder.name
+        if name == "whisper":
+            wcfg = cfg.encoder.whisper
+            wcfg.model_dir = str(_resolve(wcfg.model_dir, models_dir))
+            self.encoder = ENCODERS.get(name)(wcfg)
+        else:
+            self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name))
+        enc_dim = self.encoder.output_dim
+        self.ctc = CtcHead(enc_dim, cfg.vocab_size)
+        cfg.cformer.input_dim, cfg.cformer.vocab_size = enc_dim, cfg.vocab_size
+        self.cformer = CFormer(cfg.cformer)
+        self.llm: Optional[FrozenLLM] = None
+        self.adapter: Optional[Adapter] = None
+        if cfg.use_llm:
+            self.llm = FrozenLLM(cfg.llm, model_dir=_resolve(cfg.llm.path, models_dir))
+            cfg.adapter.input_dim, cfg.adapter.output_dim = self.cformer.output_dim, self.llm.embed_dim
+            self.adapter = Adapter(cfg.adapter)
+            with torch.no_grad():  # start the adapter's output at the scale of the LLM's embeddings
+                ids = torch.arange(min(4096, self.llm.model.get_input_embeddings().weight.shape[0]))
+                rms = self.llm.model.get_input_embeddings()(ids).float().pow(2).mean().sqrt()
+                self.adapter.norm.weight.fill_(float(rms))
+
+    # ------------------------------------------------------------------ parts
+    def pretrained_param_names(self) -> List[str]:
+        """Parameters that come from frozen pretrained models and are never saved."""
+        names = []
+        for n, _ in self.named_parameters():
+            if n.startswith("llm.") and "lora_" not in n:
+                names.append(n)
+            elif self.cfg.encoder.name == "whisper" and n.startswith("encoder.") and self.cfg.encoder.whisper.freeze:
+                names.append(n)
+        return names
+
+    def set_trainable(self, parts: Sequence[str]) -> None:
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown trainable parts {sorted(unknown)}; choose from {PARTS}")
+        pretrained = set(self.pretrained_param_names())
+        for n, p in self.named_parameters():
+            part = n.split(".", 1)[0]
+            if "lora_" in n:
+                part = "lora"
+            p.requires_grad_(part in parts and n not in pretrained)
+        if "adapter" in parts and self.adapter is None:
+            raise ValueError("the adapter trains only with model.use_llm=true")
+
+    def frozen_parts(self) -> Dict[str, dict]:
+        out = {}
+        if self.llm is not None:
+            d = _resolve(self.cfg.llm.path, self.models_dir)
+            out["llm"] = {"path": str(d), "fingerprint": _fingerprint(d)}
+        if self.cfg.encoder.name == "whisper":
+            d = Path(self.cfg.encoder.whisper.model_dir)
+            out["encoder"] = {"path": str(d), "fingerprint": _fingerprint(d)}
+        return out
+
+    # ------------------------------------------------------------------ losses
+    def encode(self, feats: Tensor, feat_lens: Tensor):
+        return self.encoder(feats, feat_lens)  # (B, T', D), (B,)
+
+    def forward(self, batch: dict, stage: int) -> Dict[str, Tensor]:
+        """Losses for a batch: stage 1 (CTC + CE + quantity) or stage 2 (LLM cross-entropy,
+        plus the stage-1 losses when the C-Former still trains). ``loss`` is a sum over
+        tokens; ``num_tokens`` is what to divide by."""
+        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        tokens, token_lens = batch["tokens"], batch["token_lens"]
+        h, h_lens = self.encode(feats, feat_lens)
+        out: Dict[str, Tensor] = {}
+        cf = self.cformer(h, h_lens, target_lens=token_lens)
+        n_units = token_lens.sum()
+        if stage == 1 or any(p.requires_grad for p in self.cformer.parameters()):
+            log_probs = self.ctc(h)
+            ctc = self.ctc.loss(log_probs, h_lens, tokens.clamp(min=0), token_lens)  # per unit
+            ce = self.cformer.ce_loss(cf.logits, cf.lens, tokens, token_lens)  # per unit
+            qua = cf.quantity_loss  # per utterance
+            out["ctc"], out["ce"], out["quantity"] = ctc.detach(), ce.detach(), qua.detach()
+            # summed over the batch's units (the trainer divides by the global unit count)
+            stage1 = (self.cfg.ctc_weight * ctc + self.cfg.ce_weight * ce) * n_units \
+                + self.cfg.quantity_weight * qua * token_lens.shape[0]
+        else:
+            stage1 = None
+        if stage == 1:
+            out["loss"], out["num_tokens"] = stage1, n_units
+            return out
+        if self.llm is None or self.adapter is None:
+            raise ValueError("stage 2 needs model.use_llm=true")
+        speech = self.adapter(cf.vectors)  # (B, N, D_llm)
+        flat = torch.cat([speech[b, :int(cf.lens[b])] for b in range(speech.shape[0])])
+        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch["texts"])
+        dev = feats.device
+        emb = self.llm.embed(inputs["input_ids"].to(dev), flat)
+        llm_loss, n_llm, correct = self.llm.loss(emb, inputs["attention_mask"].to(dev), inputs["labels"].to(dev))
+        n = torch.tensor(float(n_llm), device=dev)
+        out["llm"] = llm_loss.detach()
+        out["llm_acc"] = torch.tensor(correct / max(1, n_llm), device=dev)
+        # stage-1 losses are per unit: scale them to the LLM token count so the sum stays a per-token mean
+        out["loss"] = llm_loss if stage1 is None else llm_loss + stage1 * (n / n_units.clamp(min=1))
+        out["num_tokens"] = n
+        return out
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def decode(self, batch: dict, method: str, units) -> List[str]:
+        """Transcripts of a batch. ``units`` is the sentencepiece processor of the model."""
+        if method not in DECODING_METHODS:
+            raise ValueError(f"unknown decoding method {method!r}; choose from {DECODING_METHODS}")
+        h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
+        if method == "ctc_greedy":
+            return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
+        cf = self.cformer(h, h_lens)
+        cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
+        if method == "cif_greedy":
+            return cif_texts
+        if self.llm is None or self.adapter is None:
+            raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
+        speech = self.adapter(cf.vectors)
+        lens = cf.lens.clamp(min=1)  # an empty utterance still gets one vector
+        flat = torch.cat([speech[b, :int(lens[b])] if int(cf.lens[b]) > 0 else speech.new_zeros(1, speech.shape[-1])
+                          for b in range(speech.shape[0])])
+        inputs = self.llm.build_inputs(lens.tolist())
+        dev = h.device
+        emb = self.llm.embed(inputs["input_ids"].to(dev), flat)
+        bounds = [self.length_bound(t) for t in cif_texts]
+        beams = 1 if method == "llm_greedy" else self.cfg.beam_size
+        texts = self.llm.generate(emb, inputs["attention_mask"].to(dev), bounds, num_beams=beams)
+        if self.cfg.llm.target_case == "lower":
+            texts = [t.upper() for t in texts]
+        return texts
+
+    def length_bound(self, cif_text: str) -> int:
+        n = len(self.llm.tokenizer.encode(cif_text, add_special_tokens=False)) if cif_text else 0
+        return int(math.ceil(self.cfg.length_bound_factor * n)) + self.cfg.length_bound_margin
+
+
+# ---------------------------------------------------------------------- model directories
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+FROZEN = "frozen_parts.json"
+UNITS = "unit.model"
+
+
+def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) -> Path:
+    """Write the trained weights (safetensors, no frozen pretrained parameter), the resolved
+    experiment config, the units and the frozen parts' paths and fingerprints."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    skip = set(model.pretrained_param_names())
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if k not in skip and not (k.startswith("llm.") and "lora_" not in k)}
+    save_file(state, str(tmp / WEIGHTS))
+    OmegaConf.save(cfg, tmp / CONFIG)
+    shutil.copy(units_model, tmp / UNITS)
+    (tmp / FROZEN).write_text(json.dumps(model.frozen_parts(), indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",
+                   check_frozen: bool = True):
+    """Rebuild a trained model from its directory; returns (model, cfg, sentencepiece processor).
+
+    The frozen parts it names must be found (by path, or by installed name in ``models_dir``)
+    and match their recorded fingerprints, else a clear error says which and why.
+    """
+    import sentencepiece as spm
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    d = Path(model_dir)
+    for f in (WEIGHTS, CONFIG, UNITS, FROZEN):
+        if not (d / f).is_file():
+            raise XasrError(f"{d} is not an xasr model directory: {f} is missing")
+    from xasr.config import experiment_from_yaml
+
+    cfg = experiment_from_yaml(d / CONFIG)
+    frozen = json.loads((d / FROZEN).read_text())
+    model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=models_dir)
+    if check_frozen:
+        now = model.frozen_parts()
+        for part, rec in frozen.items():
+            if part not in now:
+                raise XasrError(f"{d}: trained with a frozen {part} ({rec['path']}) that the config no longer loads")
+            if now[part]["fingerprint"] != rec["fingerprint"]:
+                raise XasrError(
+                    f"{d} was trained with the frozen {part} at {rec['path']} (fingerprint "
+                    f"{rec['fingerprint'][:12]}), but {now[part]['path']} differs (fingerprint "
+                    f"{now[part]['fingerprint'][:12]}); use the same pretrained model")
+    state = load_file(str(d / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    pretrained = set(model.pretrained_param_names())
+    missing = [k for k in missing if k not in pretrained and not (k.startswith("llm.") and "lora_" not in k)]
+    if missing or unexpected:
+        raise XasrError(f"{d / WEIGHTS} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.to(device).eval()
+    return model, cfg, spm.SentencePieceProcessor(model_file=str(d / UNITS))

@@ -1,0 +1,419 @@
+"""One training loop for every stage, single process or DDP through torchrun.
+
+In: an :class:`~xasr.config.ExperimentConfig` (stage, trainable parts, data, optimiser).
+Out: ``<exp_dir>/`` with ``checkpoints/ckpt-<step>/`` (trainable weights as safetensors plus
+the optimiser, scheduler, sampler position and RNG states for exact resume), ``model/`` (the
+final model directory, an average of the last checkpoints), ``train.log``, ``metrics.tsv``,
+``loss.png``, tensorboard scalars and ``config.yaml`` (the resolved config).
+
+A rerun with the same exp_dir resumes from the newest checkpoint and gives the same parameters
+as an uninterrupted run. Under torchrun every rank draws the same global batches and keeps its
+share; losses are normalised by the global token count, so N processes compute what one
+process computes with the same global batch.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from xasr.config import ExperimentConfig
+from xasr.data.dataset import AsrDataset, make_loader
+from xasr.models.model import XLLMSpeechModel, save_model_dir
+from xasr.utils.logging import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _setup_distributed(device: torch.device) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(name)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _lr_lambda(cfg, total_steps: int):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def trainable_state(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class Trainer:
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        tc = cfg.train
+        self.exp_dir = Path(tc.exp_dir)
+        self.device = _pick_device(tc.device)
+        _setup_distributed(self.device)
+        self.world_size, self.rank = _dist_info()
+        if self.rank == 0:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+        if self.world_size > 1:
+            dist.barrier()
+        setup_logging(str(self.exp_dir / "train.log") if self.rank == 0 else None)
+        if tc.num_threads > 0:
+            torch.set_num_threads(tc.num_threads)
+        _seed_all(tc.seed)
+
+        import sentencepiece as spm
+
+        self.units = spm.SentencePieceProcessor(model_file=cfg.data.units)
+        cfg.model.vocab_size = self.units.get_piece_size()
+        self.model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=cfg.models_dir)
+        if tc.init_from:
+            self._init_from(tc.init_from)
+        self.model.set_trainable(list(tc.trainable))
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"nothing to train: train.trainable={list(tc.trainable)}")
+        n_total = sum(p.numel() for p in self.model.parameters())
+        n_train = sum(p.numel() for p in params)
+        logger.info("stage %d: %.2fM parameters, %.2fM trainable (%s), %.2fM frozen; device %s, world size %d",
+                    tc.stage, n_total / 1e6, n_train / 1e6, ", ".join(tc.trainable), (n_total - n_train) / 1e6,
+                    self.device, self.world_size)
+        self.param_counts = {"total": n_total, "trainable": n_train}
+        self.ddp = None
+        if self.world_size > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        oc = cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay, betas=tuple(oc.betas))
+
+        from lhotse import CutSet
+
+        self.train_cuts = CutSet.from_files(list(cfg.data.train_cuts)) if len(cfg.data.train_cuts) > 1 \
+            else CutSet.from_file(cfg.data.train_cuts[0])
+        self.valid_cuts = CutSet.from_file(cfg.data.valid_cuts[0]) if cfg.data.valid_cuts else None
+        self.dataset = AsrDataset(cfg.data.units, cfg.data.features)
+        self.loader, self.sampler = make_loader(self.train_cuts, self.dataset, cfg.data, train=True, seed=tc.seed,
+                                                world_size=self.world_size, rank=self.rank)
+        self.batches_per_epoch = sum(1 for b in self.sampler.inner if len(b) >= self.world_size)
+        accum = max(1, oc.accum_grad)
+        epoch_steps = self.batches_per_epoch // accum
+        self.total_steps = tc.max_steps if tc.max_steps > 0 else epoch_steps * tc.num_epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, self.total_steps))
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.metrics: List[dict] = []
+        self.writer = None
+        if tc.tensorboard and self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+            except ImportError:
+                logger.warning("tensorboard is not installed: no tensorboard scalars")
+        if self.rank == 0:
+            OmegaConf.save(cfg, self.exp_dir / "config.yaml")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _init_from(self, model_dir: str) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(model_dir) / "model.safetensors"))
+        own = self.model.state_dict()
+        loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        self.model.load_state_dict(loaded, strict=False)
+        logger.info("initialised %d tensors from %s", len(loaded), model_dir)
+
+    def _ckpt_dir(self) -> Path:
+        return self.exp_dir / "checkpoints"
+
+    def checkpoints(self) -> List[Path]:
+        d = self._ckpt_dir()
+        if not d.is_dir():
+            return []
+        return sorted((p for p in d.glob("ckpt-*") if not p.name.endswith(".partial")),
+                      key=lambda p: int(p.name.split("-")[1]))
+
+    def save_checkpoint(self) -> None:
+        if self.rank == 0:
+            from safetensors.torch import save_file
+
+            final = self._ckpt_dir() / f"ckpt-{self.step}"
+            tmp = final.with_name(final.name + ".partial")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            save_file({k: v.contiguous() for k, v in trainable_state(self.model).items()},
+                      str(tmp / "trainable.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                        "rng": _rng_state(), "metrics": self.metrics}, tmp / "state.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            for old in self.checkpoints()[:-max(self.cfg.train.keep_last, self.cfg.train.average_last)]:
+                shutil.rmtree(old)
+            logger.info("saved %s", final)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def maybe_resume(self) -> bool:
+        from safetensors.torch import load_file
+
+        ckpts = self.checkpoints()
+        if not ckpts:
+            return False
+        last = ckpts[-1]
+        weights = load_file(str(last / "trainable.safetensors"))
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for k, v in weights.items():
+                params[k].copy_(v)
+        state = torch.load(last / "state.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.metrics = state["metrics"]
+        _set_rng_state(state["rng"])
+        logger.info("resumed from %s (step %d, epoch %d, batch %d)", last, self.step, self.epoch,
+                    self.batch_in_epoch)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _forward(self, batch: dict) -> Dict[str, torch.Tensor]:
+        net = self.ddp if self.ddp is not None else self.model
+        use_bf16 = self.cfg.train.dtype == "bfloat16"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            return net(_to(batch, self.device), stage=self.cfg.train.stage)
+
+    def _global_sum(self, x: float) -> float:
+        if self.world_size == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def train(self) -> Path:
+        tc = self.cfg.train
+        self.maybe_resume()
+        start = time.time()
+        accum = max(1, self.cfg.optim.accum_grad)
+        window = {"loss": 0.0, "tokens": 0.0, "audio": 0.0, "t0": time.time()}
+        done = self.step >= self.total_steps
+        while not done and self.epoch < tc.num_epochs:
+            self.model.train()
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.skip_batches = self.batch_in_epoch
+            pending: List[dict] = []
+            for batch in self.loader:
+                pending.append(batch)
+                self.batch_in_epoch += 1
+                if len(pending) < accum:
+                    continue
+                stats = self._update(pending)
+                pending = []
+                window["loss"] += stats["loss_sum"]
+                window["tokens"] += stats["tokens"]
+                window["audio"] += stats["audio"]
+                if self.step % tc.log_interval == 0:
+                    self._log_window(window, stats)
+                if self.step % tc.save_interval == 0:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    done = True
+                elif tc.max_minutes > 0 and (time.time() - start) / 60 > tc.max_minutes:
+                    logger.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
+                    done = True
+                if done:
+                    break
+            if not done:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+            valid = self.validate()
+            self.metrics.append({"step": self.step, "epoch": self.epoch, "valid_loss": valid})
+            if self.rank == 0:
+                logger.info("epoch %d step %d: validation loss %.4f per token", self.epoch, self.step, valid)
+            if self.writer is not None:
+                self.writer.add_scalar("valid/loss", valid, self.step)
+            self.save_checkpoint()
+        wall = time.time() - start
+        logger.info("training done: %d steps in %.1f min", self.step, wall / 60)
+        return self.finish()
+
+    def _update(self, batches: List[dict]) -> dict:
+        # The loss is summed over tokens and divided by the global token count of the update;
+        # DDP averages gradients over ranks, hence the factor world_size.
+        loss_sum = 0.0
+        outs = [self._forward(batch) for batch in batches]
+        n_global = self._global_sum(sum(float(o["num_tokens"]) for o in outs))
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, out in enumerate(outs):
+            loss = out["loss"] * (self.world_size / max(1.0, n_global))
+            sync = self.ddp is None or i == len(outs) - 1
+            if self.ddp is not None and not sync:
+                with self.ddp.no_sync():
+                    loss.backward(retain_graph=False)
+            else:
+                loss.backward()
+            loss_sum += float(out["loss"])
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                   self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        audio = self._global_sum(sum(float(b["durations"].sum()) for b in batches))
+        stats = {"loss_sum": self._global_sum(loss_sum), "tokens": n_global, "audio": audio,
+                 "grad_norm": float(grad_norm)}
+        for k in ("ctc", "ce", "quantity", "llm", "llm_acc"):
+            if k in outs[0]:
+                stats[k] = sum(float(o[k]) for o in outs) / len(outs)
+        return stats
+
+    def _log_window(self, window: dict, stats: dict) -> None:
+        elapsed = time.time() - window["t0"]
+        loss = window["loss"] / max(1.0, window["tokens"])
+        speed = window["audio"] / max(1e-9, elapsed)
+        row = {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+               "audio_s_per_s": speed, "grad_norm": stats["grad_norm"]}
+        for k in ("ctc", "ce", "quantity", "llm", "llm_acc"):
+            if k in stats:
+                row[k] = stats[k]
+        self.metrics.append(row)
+        if self.rank == 0:
+            extra = " ".join(f"{k}={row[k]:.3f}" for k in ("ctc", "ce", "quantity", "llm", "llm_acc") if k in row)
+            logger.info("epoch %d step %d/%d: loss %.4f per token (%s), lr %.2e, %.1f s of audio per second",
+                        self.epoch, self.step, self.total_steps, loss, extra, row["lr"], speed)
+            if self.writer is not None:
+                for k, v in row.items():
+                    if k not in ("step", "epoch"):
+                        self.writer.add_scalar(f"train/{k}", v, self.step)
+        window.update(loss=0.0, tokens=0.0, audio=0.0, t0=time.time())
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        if self.valid_cuts is None:
+            return float("nan")
+        self.model.eval()
+        loader, _ = make_loader(self.valid_cuts, self.dataset, self.cfg.data, train=False, seed=0,
+                                world_size=self.world_size, rank=self.rank)
+        total, tokens = 0.0, 0.0
+        for i, batch in enumerate(loader):
+            if self.cfg.train.valid_max_batches and i >= self.cfg.train.valid_max_batches:
+                break
+            out = self.model(_to(batch, self.device), stage=self.cfg.train.stage)
+            total += float(out["loss"])
+            tokens += float(out["num_tokens"])
+        self.model.train()
+        return self._global_sum(total) / max(1.0, self._global_sum(tokens))
+
+    # ------------------------------------------------------------------ end
+    def finish(self) -> Path:
+        from safetensors.torch import load_file
+
+        out = self.exp_dir / "model"
+        if self.rank == 0:
+            ckpts = self.checkpoints()[-max(1, self.cfg.train.average_last):]
+            if len(ckpts) > 1:
+                avg = None
+                for c in ckpts:
+                    w = load_file(str(c / "trainable.safetensors"))
+                    avg = {k: v.double() for k, v in w.items()} if avg is None else \
+                        {k: avg[k] + v.double() for k, v in w.items()}
+                params = dict(self.model.named_parameters())
+                with torch.no_grad():
+                    for k, v in avg.items():
+                        params[k].copy_((v / len(ckpts)).to(params[k].dtype))
+                logger.info("final model: average of %s", ", ".join(c.name for c in ckpts))
+            save_model_dir(self.model, self.cfg, self.cfg.data.units, str(out))
+            self._write_metrics()
+            logger.info("model directory: %s", out)
+        if self.world_size > 1:
+            dist.barrier()
+        return out
+
+    def _write_metrics(self) -> None:
+        rows = self.metrics
+        keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
+        with open(self.exp_dir / "metrics.tsv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, delimiter="\t")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        plot_loss_curve(rows, self.exp_dir / "loss.png", title=f"stage {self.cfg.train.stage}")
+
+
+def plot_loss_curve(rows: List[dict], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    valid = [(r["step"], r["valid_loss"]) for r in rows if "valid_loss" in r and r["valid_loss"] == r["valid_loss"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train (per token)")
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="validation (per token)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg) -> Path:
+    """Train according to ``cfg`` (an ExperimentConfig OmegaConf object); returns the model dir."""
+    return Trainer(cfg).train()
