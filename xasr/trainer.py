@@ -35,6 +35,9 @@ from xasr.utils.logging import setup_logging
 
 logger = logging.getLogger(__name__)
 
+BUDGET_CALIBRATION_STEPS = 20  # steps timed before fitting the schedule to train.max_minutes
+BUDGET_SAFETY = 0.9  # share of the budget planned for steps (validation and saving take the rest)
+
 
 def _dist_info():
     if dist.is_available() and dist.is_initialized():
@@ -74,13 +77,15 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _lr_lambda(cfg, total_steps: int):
+def _lr_lambda(cfg, total_steps):
+    """Linear warm-up, then cosine decay over ``total_steps()`` (a callable: the trainer may
+    shorten the schedule to fit a time budget)."""
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
         if cfg.scheduler == "constant":
             return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps() - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
@@ -147,7 +152,7 @@ class Trainer:
         accum = max(1, oc.accum_grad)
         epoch_steps = self.batches_per_epoch // accum
         self.total_steps = tc.max_steps if tc.max_steps > 0 else epoch_steps * tc.num_epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, lambda: self.total_steps))
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -195,7 +200,8 @@ class Trainer:
             save_file({k: v.contiguous() for k, v in trainable_state(self.model).items()},
                       str(tmp / "trainable.safetensors"))
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                        "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                        "batch_in_epoch": self.batch_in_epoch,
                         "rng": _rng_state(), "metrics": self.metrics}, tmp / "state.pt")
             if final.exists():
                 shutil.rmtree(final)
@@ -223,6 +229,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.metrics = state["metrics"]
+        self.total_steps = state.get("total_steps", self.total_steps)
         _set_rng_state(state["rng"])
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", last, self.step, self.epoch,
                     self.batch_in_epoch)
@@ -245,7 +252,7 @@ class Trainer:
     def train(self) -> Path:
         tc = self.cfg.train
         self.maybe_resume()
-        start = time.time()
+        start, start_step = time.time(), self.step
         accum = max(1, self.cfg.optim.accum_grad)
         window = {"loss": 0.0, "tokens": 0.0, "audio": 0.0, "t0": time.time()}
         done = self.step >= self.total_steps
@@ -266,6 +273,8 @@ class Trainer:
                 window["audio"] += stats["audio"]
                 if self.step % tc.log_interval == 0:
                     self._log_window(window, stats)
+                if tc.max_minutes > 0 and self.step - start_step == BUDGET_CALIBRATION_STEPS:
+                    self._fit_schedule_to_budget(time.time() - start, tc.max_minutes * 60)
                 if self.step % tc.save_interval == 0:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
@@ -288,6 +297,15 @@ class Trainer:
         wall = time.time() - start
         logger.info("training done: %d steps in %.1f min", self.step, wall / 60)
         return self.finish()
+
+    def _fit_schedule_to_budget(self, elapsed: float, budget: float) -> None:
+        """Shorten the LR schedule so that its decay ends when the time budget does."""
+        per_step = elapsed / BUDGET_CALIBRATION_STEPS
+        reachable = self.step + int(max(0.0, budget * BUDGET_SAFETY - elapsed) / per_step)
+        if reachable < self.total_steps:
+            logger.info("%.2f s per step: the %.1f-min budget reaches about step %d of %d; the learning-rate "
+                        "schedule now ends there", per_step, budget / 60, reachable, self.total_steps)
+            self.total_steps = max(reachable, self.step + 1)
 
     def _update(self, batches: List[dict]) -> dict:
         # The loss is summed over tokens and divided by the global token count of the update;

@@ -109,3 +109,35 @@ def test_bad_corpus_dir_fails_with_the_file_named(recipe_copy, tiny_aishell, tmp
     assert "missing transcript" in r.stderr and "aishell_transcript_v0.8.txt" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (recipe_copy / "recipes/aishell/data/manifests/.done").exists()
+
+
+@pytest.mark.slow
+def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
+    """Every stage: corpus, manifests, features, units, models, stage 1, stage 2, decoding with
+    every method, scoring and the results table (tiny models and few steps: a plumbing test)."""
+    from xasr.models.install import default_models_dir
+
+    env = _env()
+    env["XASR_MODELS_DIR"] = str(default_models_dir())  # share installed models with other runs
+    tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 "
+            "model.adapter.hidden_dim=64 train.log_interval=1 train.tensorboard=false")
+    script = recipe_copy / "recipes/librispeech/run.sh"
+    r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--vocab-size", "100",
+                        "--stage1-opts", f"train.max_steps=3 {tiny}", "--stage2-opts", f"train.max_steps=2 {tiny}"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    d = recipe_copy / "recipes/librispeech"
+    for stage in range(9):
+        assert f"Stage {stage}:" in r.stdout
+    for s in ("dev-clean", "test-clean"):
+        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam"):
+            wer = (d / f"exp/decode/wer-{s}-{m}.txt").read_text()
+            assert wer.startswith("%WER ")
+            assert (d / f"exp/decode/errs-{s}-{m}.txt").is_file()
+    table = (d / "exp/decode/results.md").read_text()
+    assert "| llm_greedy |" in table and "test-clean WER (%)" in table
+    assert (d / "exp/stage1/loss.png").is_file() and (d / "exp/stage2/loss.png").is_file()
+    # a rerun skips the trained stages
+    r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0 and r.stdout.count("already trained") == 2
