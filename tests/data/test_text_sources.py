@@ -68,6 +68,18 @@ def test_chinese_sentences_from_fortunes_zh():
     assert len({s.transcript for s in sents}) == len(sents)
 
 
+def test_chinese_vocabulary_limit_keeps_sentences_of_common_characters():
+    from collections import Counter
+
+    full = chinese_sentences(6, 20)
+    limited = chinese_sentences(6, 20, max_vocab=300)
+    chars = {ch for s in limited for ch in s.transcript}
+    assert 0 < len(limited) < len(full) and len(chars) <= 300
+    counts = Counter(ch for s in full for ch in s.transcript)
+    rarest_kept = min(counts[ch] for ch in chars)
+    assert rarest_kept >= sorted(counts.values(), reverse=True)[299]
+
+
 def test_english_sentences_are_librispeech_style():
     sents = english_sentences(4, 22)
     assert len(sents) > 20000

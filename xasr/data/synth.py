@@ -98,6 +98,7 @@ class SynthConfig:
     jobs: int = 2
     snr_db: Tuple[float, float] = (20.0, 40.0)  # background noise per utterance; None: none
     max_utts_per_job: int = 25
+    zh_max_vocab: Optional[int] = 1000  # aishell: sentences use only the 1000 most frequent characters
 
 
 def default_sizes(corpus: str, train_hours: float = 1.0) -> Dict[str, SplitSize]:
@@ -321,7 +322,7 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
         check_engine(e)
     t0 = time.time()
     if cfg.corpus == "aishell":
-        sentences = chinese_sentences(*TEXT_LENGTH["aishell"])
+        sentences = chinese_sentences(*TEXT_LENGTH["aishell"], max_vocab=cfg.zh_max_vocab)
     else:
         sentences = english_sentences(*TEXT_LENGTH["librispeech"])
     speakers, utts = plan_corpus(cfg, sentences)

@@ -16,6 +16,7 @@ import logging
 import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional
@@ -115,8 +116,14 @@ def split_chinese(paragraph: str, min_chars: int, max_chars: int) -> List[str]:
     return [p for p in out if min_chars <= len(p) <= max_chars and is_simplified_chinese(p)]
 
 
-def chinese_sentences(min_chars: int = 6, max_chars: int = 20) -> List[Sentence]:
-    """All usable simplified-Chinese sentences from fortunes-zh, deduplicated, in file order."""
+def chinese_sentences(min_chars: int = 6, max_chars: int = 20, max_vocab: Optional[int] = None
+                      ) -> List[Sentence]:
+    """Usable simplified-Chinese sentences from fortunes-zh, deduplicated, in file order.
+
+    With ``max_vocab``, only sentences written entirely with the ``max_vocab`` most frequent
+    characters of the source are kept: a small corpus then sees each character often enough
+    to learn it (the full source uses over 4,000 characters, many of them once).
+    """
     files = [FORTUNE_DIR / n for n in ("chinese", "tang300", "song100")]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -133,6 +140,11 @@ def chinese_sentences(min_chars: int = 6, max_chars: int = 20) -> List[Sentence]
                 if piece not in seen:
                     seen.add(piece)
                     result.append(Sentence(spoken=piece, transcript=piece, source="fortunes-zh"))
+    if max_vocab is not None:
+        counts = Counter(ch for sent in result for ch in sent.transcript)
+        # ties broken by the character itself, so the choice does not depend on dict order
+        common = {ch for ch, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_vocab]}
+        result = [sent for sent in result if all(ch in common for ch in sent.transcript)]
     return result
 
 
