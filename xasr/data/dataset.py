@@ -91,6 +91,10 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         from lhotse.dataset import DynamicBucketingSampler
 
         self.world_size, self.rank = world_size, rank
+        try:  # lhotse needs at least as many cuts as buckets
+            num_buckets = max(1, min(num_buckets, len(cuts)))
+        except TypeError:  # a lazy CutSet has no length
+            pass
         self.inner = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle,
                                              num_buckets=num_buckets, seed=seed, world_size=1, rank=0,
                                              drop_last=False)

@@ -61,6 +61,10 @@ class ModelConfig:
     length_bound_margin: int = 8
 
 
+def _trains(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
 def _fingerprint(path: Path) -> str:
     """sha256 over the names, sizes and contents of a pretrained directory's weight/config files."""
     h = hashlib.sha256()
@@ -110,6 +114,14 @@ class XLLMSpeechModel(nn.Module):
                 self.adapter.norm.weight.fill_(float(rms))
 
     # ------------------------------------------------------------------ parts
+    def train(self, mode: bool = True) -> "XLLMSpeechModel":
+        """Parts with nothing to train stay in eval mode (no dropout in frozen parts)."""
+        super().train(mode)
+        for part in (self.encoder, self.ctc, self.cformer, self.adapter, self.llm):
+            if part is not None and not _trains(part):
+                part.eval()
+        return self
+
     def pretrained_param_names(self) -> List[str]:
         """Parameters that come from frozen pretrained models and are never saved."""
         names = []
@@ -153,11 +165,14 @@ class XLLMSpeechModel(nn.Module):
         tokens; ``num_tokens`` is what to divide by."""
         feats, feat_lens = batch["feats"], batch["feat_lens"]
         tokens, token_lens = batch["tokens"], batch["token_lens"]
-        h, h_lens = self.encode(feats, feat_lens)
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through frozen parts
+            h, h_lens = self.encode(feats, feat_lens)
         out: Dict[str, Tensor] = {}
-        cf = self.cformer(h, h_lens, target_lens=token_lens)
+        with torch.set_grad_enabled(grad and (_trains(self.encoder) or _trains(self.cformer))):
+            cf = self.cformer(h, h_lens, target_lens=token_lens)
         n_units = token_lens.sum()
-        if stage == 1 or any(p.requires_grad for p in self.cformer.parameters()):
+        if stage == 1 or _trains(self.cformer):
             log_probs = self.ctc(h)
             ctc = self.ctc.loss(log_probs, h_lens, tokens.clamp(min=0), token_lens)  # per unit
             ce = self.cformer.ce_loss(cf.logits, cf.lens, tokens, token_lens)  # per unit
@@ -180,7 +195,7 @@ class XLLMSpeechModel(nn.Module):
         emb = self.llm.embed(inputs["input_ids"].to(dev), flat)
         llm_loss, n_llm, correct = self.llm.loss(emb, inputs["attention_mask"].to(dev), inputs["labels"].to(dev))
         n = torch.tensor(float(n_llm), device=dev)
-        out["llm"] = llm_loss.detach()
+        out["llm"] = llm_loss.detach() / max(1, n_llm)  # per token, for the log
         out["llm_acc"] = torch.tensor(correct / max(1, n_llm), device=dev)
         # stage-1 losses are per unit: scale them to the LLM token count so the sum stays a per-token mean
         out["loss"] = llm_loss if stage1 is None else llm_loss + stage1 * (n / n_units.clamp(min=1))
