@@ -295,7 +295,7 @@ class Trainer:
                 self.writer.add_scalar("valid/loss", valid, self.step)
             self.save_checkpoint()
         wall = time.time() - start
-        logger.info("training done: %d steps in %.1f min", self.step, wall / 60)
+        logger.info("training done: %d steps in %.1f min; peak memory: %s", self.step, wall / 60, peak_memory())
         return self.finish()
 
     def _fit_schedule_to_budget(self, elapsed: float, budget: float) -> None:
@@ -407,6 +407,16 @@ class Trainer:
             for r in rows:
                 w.writerow(r)
         plot_loss_curve(rows, self.exp_dir / "loss.png", title=f"stage {self.cfg.train.stage}")
+
+
+def peak_memory() -> str:
+    """Peak resident memory of this process (and peak GPU memory when on CUDA)."""
+    import resource
+
+    text = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB RSS"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f", {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB on the GPU"
+    return text
 
 
 def plot_loss_curve(rows: List[dict], path: Path, title: str = "") -> None:
