@@ -26,6 +26,7 @@ if in_stages 5; then
   else
     log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
     xasr train experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
+      data.units="$lang_dir/unit.model" \
       "${stage1_overrides[@]}"
     touch "$exp_stage1/model/.done"
   fi
@@ -37,7 +38,7 @@ if in_stages 6; then
   else
     log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name ($exp_stage1/model -> $exp_stage2/model)"
     xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="$exp_stage1/model" \
-      models_dir="$models_dir" "${stage2_overrides[@]}"
+      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"
   fi
 fi
