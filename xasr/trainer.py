@@ -29,7 +29,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from xasr.config import ExperimentConfig
-from xasr.data.dataset import AsrDataset, make_loader
+from xasr.data.dataset import AsrDataset, batch_to, make_loader
 from xasr.models.model import XLLMSpeechModel, save_model_dir
 from xasr.utils.logging import setup_logging
 
@@ -88,10 +88,6 @@ def _lr_lambda(cfg, total_steps):
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps() - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def trainable_state(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -240,7 +236,7 @@ class Trainer:
         net = self.ddp if self.ddp is not None else self.model
         use_bf16 = self.cfg.train.dtype == "bfloat16"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            return net(_to(batch, self.device), stage=self.cfg.train.stage)
+            return net(batch_to(batch, self.device), stage=self.cfg.train.stage)
 
     def _global_sum(self, x: float) -> float:
         if self.world_size == 1:
@@ -367,7 +363,7 @@ class Trainer:
         for i, batch in enumerate(loader):
             if self.cfg.train.valid_max_batches and i >= self.cfg.train.valid_max_batches:
                 break
-            out = self.model(_to(batch, self.device), stage=self.cfg.train.stage)
+            out = self.model(batch_to(batch, self.device), stage=self.cfg.train.stage)
             total += float(out["loss"])
             tokens += float(out["num_tokens"])
         self.model.train()

@@ -34,6 +34,11 @@ class DataConfig:
     text_case: str = "keep"  # "upper": LibriSpeech style units
 
 
+def batch_to(batch: dict, device) -> dict:
+    """The batch with its tensors on ``device`` (lists of ids and texts unchanged)."""
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
 def batch_texts(cuts) -> List[str]:
     return [" ".join(s.text for s in c.supervisions if s.text).strip() for c in cuts]
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, make_loader
+from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, batch_to, make_loader
 from xasr.scoring.wer import kaldi_line, score, write_results
 from xasr.utils.progress import progress
 
@@ -45,7 +45,7 @@ def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_du
     hyps: Dict[str, str] = {}
     bar = progress(len(cuts), f"decoding ({method})", unit="utt")
     for batch in loader:
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        batch = batch_to(batch, device)
         for cid, text in zip(batch["ids"], model.decode(batch, method, units)):
             hyps[cid] = text
         bar.update(len(batch["ids"]))
