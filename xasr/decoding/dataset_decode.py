@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import torch
 
 from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, batch_to, make_loader
 from xasr.scoring.wer import kaldi_line, score, write_results
