@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from xasr.config import ExperimentConfig
 from xasr.data.dataset import AsrDataset, batch_to, make_loader
+from xasr.errors import XasrError
 from xasr.models.model import XLLMSpeechModel, save_model_dir
 from xasr.utils.logging import setup_logging
 
@@ -138,10 +139,21 @@ class Trainer:
 
         from lhotse import CutSet
 
-        self.train_cuts = CutSet.from_files(list(cfg.data.train_cuts)) if len(cfg.data.train_cuts) > 1 \
-            else CutSet.from_file(cfg.data.train_cuts[0])
-        self.valid_cuts = CutSet.from_file(cfg.data.valid_cuts[0]) if cfg.data.valid_cuts else None
-        self.dataset = AsrDataset(cfg.data.units, cfg.data.features)
+        train_paths, valid_paths = list(cfg.data.train_cuts), list(cfg.data.valid_cuts)
+        cache = cfg.data.encoder_cache
+        if cache:  # stored outputs of the frozen encoder, under the same manifest names
+            from xasr.data.encoder_cache import cached_manifest, check_cache
+
+            check_cache(cache, cfg.model, cfg.data.features, cfg.models_dir)
+            train_paths = [cached_manifest(cache, p) for p in train_paths]
+            valid_paths = [cached_manifest(cache, p) for p in valid_paths]
+            for p in train_paths + valid_paths:
+                if not Path(p).is_file():
+                    raise XasrError(f"{p} is missing: run `xasr cache-encoder` on the same manifests first")
+            logger.info("training on stored encoder outputs from %s", cache)
+        self.train_cuts = CutSet.from_files(train_paths) if len(train_paths) > 1 else CutSet.from_file(train_paths[0])
+        self.valid_cuts = CutSet.from_file(valid_paths[0]) if valid_paths else None
+        self.dataset = AsrDataset(cfg.data.units, cfg.data.features, encoded=bool(cache))
         self.loader, self.sampler = make_loader(self.train_cuts, self.dataset, cfg.data, train=True, seed=tc.seed,
                                                 world_size=self.world_size, rank=self.rank)
         self.batches_per_epoch = sum(1 for b in self.sampler.inner if len(b) >= self.world_size)
@@ -318,7 +330,7 @@ class Trainer:
                     loss.backward(retain_graph=False)
             else:
                 loss.backward()
-            loss_sum += float(out["loss"])
+            loss_sum += float(out["loss"].detach())
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    self.cfg.optim.grad_clip)
         self.optimizer.step()

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "prepare": "prepare",
     "compute-fbank": "compute_fbank",
     "train-units": "train_units",
+    "cache-encoder": "cache_encoder",
     "train": "train",
     "decode": "decode",
     "models": "models",

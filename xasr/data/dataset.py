@@ -1,9 +1,11 @@
 """Where the data turns into a batch: lhotse cuts -> padded features, texts and unit ids.
 
 In: cut manifests with precomputed fbank features (recipes' stage 2), or with audio only
-when the encoder wants Whisper log-mel features (computed on the fly); a sentencepiece model.
+when the encoder wants Whisper log-mel features (computed on the fly), or with stored outputs
+of a frozen encoder (:mod:`xasr.data.encoder_cache`); a sentencepiece model.
 Out: batches ``{"ids", "feats" (B, T, F), "feat_lens" (B,), "texts", "tokens" (B, U) padded
-with -1, "token_lens" (B,), "durations" (B,)}``, longest utterance first.
+with -1, "token_lens" (B,), "durations" (B,), "encoded"}``, longest utterance first. With
+``encoded`` true, feats are already encoder outputs (B, T', D) and the model skips its encoder.
 
 Batches are duration-bucketed (lhotse's DynamicBucketingSampler, ``max_duration`` seconds of
 audio per batch). Under DDP every rank draws the same global batch and keeps its share
@@ -32,6 +34,9 @@ class DataConfig:
     shuffle: bool = True
     num_workers: int = 0
     text_case: str = "keep"  # "upper": LibriSpeech style units
+    # a directory made by `xasr cache-encoder`: train on the stored outputs of the frozen encoder
+    # (train/valid manifests are read from there under the same file names); "" = run the encoder
+    encoder_cache: str = ""
 
 
 def batch_to(batch: dict, device) -> dict:
@@ -46,19 +51,27 @@ def batch_texts(cuts) -> List[str]:
 class AsrDataset(torch.utils.data.Dataset):
     """Map-style dataset whose index is a CutSet (one batch), as lhotse samplers produce."""
 
-    def __init__(self, units_model: Optional[str], features: str = "fbank") -> None:
+    def __init__(self, units_model: Optional[str], features: str = "fbank", encoded: bool = False) -> None:
         import sentencepiece as spm
 
         if features not in ("fbank", "whisper_mel"):
             raise ValueError(f"features must be fbank or whisper_mel, not {features!r}")
         self.features = features
+        self.encoded = encoded
         self.sp = spm.SentencePieceProcessor(model_file=units_model) if units_model else None
 
     def __getitem__(self, cuts) -> Dict[str, object]:
         from lhotse.dataset.collation import collate_features
 
         cuts = cuts.sort_by_duration(ascending=False)
-        if self.features == "fbank":
+        if self.encoded:
+            from lhotse.dataset.collation import collate_custom_field
+
+            from xasr.data.encoder_cache import FIELD
+
+            feats, feat_lens = collate_custom_field(cuts, FIELD, pad_value=0.0)  # (B, T', D), (B,)
+            feats = feats.float()
+        elif self.features == "fbank":
             feats, feat_lens = collate_features(cuts)  # (B, T, F), (B,)
         else:
             from xasr.models.whisper_encoder import whisper_log_mel
@@ -71,7 +84,7 @@ class AsrDataset(torch.utils.data.Dataset):
         texts = batch_texts(cuts)
         batch: Dict[str, object] = {
             "ids": [c.id for c in cuts], "feats": feats, "feat_lens": feat_lens, "texts": texts,
-            "durations": torch.tensor([c.duration for c in cuts]),
+            "durations": torch.tensor([c.duration for c in cuts]), "encoded": self.encoded,
         }
         if self.sp is not None:
             toks = [self.sp.encode(t) for t in texts]

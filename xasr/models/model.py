@@ -159,15 +159,24 @@ class XLLMSpeechModel(nn.Module):
     def encode(self, feats: Tensor, feat_lens: Tensor):
         return self.encoder(feats, feat_lens)  # (B, T', D), (B,)
 
+    def encode_batch(self, batch: dict):
+        """Encoder outputs of a batch: computed, or as stored (``batch["encoded"]``, see
+        :mod:`xasr.data.encoder_cache`). Returns (h (B, T', D), h_lens (B,))."""
+        if batch.get("encoded"):
+            if _trains(self.encoder):
+                raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
+            return batch["feats"], batch["feat_lens"]
+        return self.encode(batch["feats"], batch["feat_lens"])
+
     def forward(self, batch: dict, stage: int) -> Dict[str, Tensor]:
         """Losses for a batch: stage 1 (CTC + CE + quantity) or stage 2 (LLM cross-entropy,
         plus the stage-1 losses when the C-Former still trains). ``loss`` is a sum over
         tokens; ``num_tokens`` is what to divide by."""
-        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        feats = batch["feats"]
         tokens, token_lens = batch["tokens"], batch["token_lens"]
         grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through frozen parts
-            h, h_lens = self.encode(feats, feat_lens)
+            h, h_lens = self.encode_batch(batch)
         out: Dict[str, Tensor] = {}
         with torch.set_grad_enabled(grad and (_trains(self.encoder) or _trains(self.cformer))):
             cf = self.cformer(h, h_lens, target_lens=token_lens)
@@ -208,7 +217,7 @@ class XLLMSpeechModel(nn.Module):
         """Transcripts of a batch. ``units`` is the sentencepiece processor of the model."""
         if method not in DECODING_METHODS:
             raise ValueError(f"unknown decoding method {method!r}; choose from {DECODING_METHODS}")
-        h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
+        h, h_lens = self.encode_batch(batch)
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
         cf = self.cformer(h, h_lens)

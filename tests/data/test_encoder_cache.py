@@ -1,0 +1,125 @@
+"""Stored outputs of a frozen encoder: the same numbers as running it, the same losses, reruns
+skip finished manifests, and a cache made by another encoder is refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from xasr.errors import XasrError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_aishell, tmp_path_factory):
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from xasr.config import load_experiment
+    from xasr.data.prepare import prepare_manifests
+    from xasr.data.units import train_units
+
+    d = tmp_path_factory.mktemp("cache")
+    torch.manual_seed(0)
+    wcfg = WhisperConfig(vocab_size=60, num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=4,
+                         decoder_layers=1, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                         max_source_positions=1500, max_target_positions=16, pad_token_id=0, bos_token_id=0,
+                         eos_token_id=0, decoder_start_token_id=1)
+    WhisperForConditionalGeneration(wcfg).save_pretrained(d / "whisper")
+    prepare_manifests("aishell", str(tiny_aishell), str(d / "m"))
+    train_units([str(d / "m/aishell_cuts_train.jsonl.gz")], str(d / "lang"), "char")
+
+    def cfg(*extra):
+        return load_experiment([
+            "model.encoder.name=whisper", f"model.encoder.whisper.model_dir={d / 'whisper'}",
+            "data.features=whisper_mel", f"data.train_cuts=[{d}/m/aishell_cuts_train.jsonl.gz]",
+            f"data.valid_cuts=[{d}/m/aishell_cuts_dev.jsonl.gz]", f"data.units={d}/lang/unit.model",
+            "data.max_duration=30", "model.cformer.dim=32", "model.cformer.num_layers=1",
+            "model.cformer.num_heads=2", "model.cformer.ff_dim=64", "model.cformer.dropout=0",
+            "model.cformer.cif.dropout=0", "train.trainable=[ctc,cformer]", "train.tensorboard=false",
+            "train.num_threads=1", "train.log_interval=1", *extra])
+
+    return d, cfg
+
+
+def test_cached_outputs_equal_the_encoder(setup):
+    from lhotse import CutSet
+
+    from xasr.data.encoder_cache import FIELD, cache_encoder_outputs
+    from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder, whisper_log_mel
+
+    d, cfg = setup
+    out = d / "enc"
+    paths = cache_encoder_outputs(cfg(), [f"{d}/m/aishell_cuts_train.jsonl.gz", f"{d}/m/aishell_cuts_dev.jsonl.gz"],
+                                  str(out), max_duration=20)
+    assert [Path(p).name for p in paths] == ["aishell_cuts_train.jsonl.gz", "aishell_cuts_dev.jsonl.gz"]
+    meta = json.loads((out / "cache.json").read_text())
+    assert meta["features"] == "whisper_mel" and meta["num_layers"] is None and len(meta["fingerprint"]) == 64
+
+    enc = WhisperSpeechEncoder(WhisperEncoderConfig(str(d / "whisper"))).eval()
+    cached = CutSet.from_file(paths[1])
+    original = CutSet.from_file(f"{d}/m/aishell_cuts_dev.jsonl.gz")
+    assert sorted(c.id for c in cached) == sorted(c.id for c in original)
+    for c in cached:
+        stored = torch.from_numpy(c.load_custom(FIELD)).float()  # (T', D)
+        mel = whisper_log_mel(c.load_audio()[0], c.sampling_rate)[None]  # (1, T, 80)
+        with torch.no_grad():
+            h, h_lens = enc(mel, torch.tensor([mel.shape[1]]))
+        assert stored.shape == (int(h_lens[0]), 32)
+        torch.testing.assert_close(stored, h[0], atol=2e-2, rtol=1e-2)  # float16 storage
+
+    # a rerun skips what is done
+    mtime = Path(paths[0]).stat().st_mtime_ns
+    cache_encoder_outputs(cfg(), [f"{d}/m/aishell_cuts_train.jsonl.gz"], str(out))
+    assert Path(paths[0]).stat().st_mtime_ns == mtime
+
+
+def test_losses_from_the_cache_match_the_live_encoder(setup):
+    from lhotse import CutSet
+    from omegaconf import OmegaConf
+
+    from xasr.data.dataset import AsrDataset
+    from xasr.data.encoder_cache import cache_encoder_outputs
+    from xasr.models.model import XLLMSpeechModel
+
+    d, cfg = setup
+    c = cfg()
+    path = cache_encoder_outputs(c, [f"{d}/m/aishell_cuts_dev.jsonl.gz"], str(d / "enc2"))[0]
+    import sentencepiece as spm
+    c.model.vocab_size = spm.SentencePieceProcessor(model_file=c.data.units).get_piece_size()
+    torch.manual_seed(0)
+    model = XLLMSpeechModel(OmegaConf.to_object(c.model)).eval()
+    cached = CutSet.from_file(path)
+    live = AsrDataset(c.data.units, "whisper_mel")[CutSet.from_file(f"{d}/m/aishell_cuts_dev.jsonl.gz")]
+    stored = AsrDataset(c.data.units, "whisper_mel", encoded=True)[cached]
+    assert stored["encoded"] and not live["encoded"] and stored["ids"] == live["ids"]
+    with torch.no_grad():
+        a, b = model(live, stage=1), model(stored, stage=1)
+    for k in ("ctc", "ce", "quantity"):
+        torch.testing.assert_close(a[k], b[k], atol=1e-2, rtol=1e-2)
+    with torch.no_grad():
+        assert model.decode(live, "ctc_greedy", spm.SentencePieceProcessor(model_file=c.data.units)) == \
+            model.decode(stored, "ctc_greedy", spm.SentencePieceProcessor(model_file=c.data.units))
+
+
+def test_training_reads_the_cache_and_refuses_another_encoder(setup, tmp_path):
+    from xasr.data.encoder_cache import cache_encoder_outputs
+    from xasr.trainer import train
+
+    d, cfg = setup
+    cache = d / "enc3"
+    cache_encoder_outputs(cfg(), [f"{d}/m/aishell_cuts_train.jsonl.gz", f"{d}/m/aishell_cuts_dev.jsonl.gz"],
+                          str(cache))
+    model_dir = train(cfg(f"data.encoder_cache={cache}", f"train.exp_dir={tmp_path / 'exp'}", "train.max_steps=2"))
+    assert (model_dir / "model.safetensors").is_file()
+    assert "training on stored encoder outputs" in (tmp_path / "exp/train.log").read_text()
+
+    with pytest.raises(XasrError, match="num_layers"):
+        train(cfg(f"data.encoder_cache={cache}", f"train.exp_dir={tmp_path / 'exp2'}",
+                  "model.encoder.whisper.num_layers=1"))
+    with pytest.raises(XasrError, match="cache.json is missing"):
+        train(cfg(f"data.encoder_cache={tmp_path}", f"train.exp_dir={tmp_path / 'exp3'}"))
+    with pytest.raises(XasrError, match="only a frozen pretrained encoder"):
+        cache_encoder_outputs(cfg("model.encoder.name=conformer"), [], str(tmp_path / "x"))
