@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Model stages 4-8 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, train_sets, eval_sets, and the hydra overrides in
-# the arrays stage1_overrides / stage2_overrides.
+# exp_stage2, normalizer, decode_methods, train_sets, eval_sets, encoder_cache, and the hydra
+# overrides in the arrays stage1_overrides / stage2_overrides.
 #
 #   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
-#   5  stage 1:  encoder side (CTC head + C-Former) on the ASR objective -> exp/stage1/model
+#   5  stage 1:  (with encoder_cache=true) store the frozen encoder's outputs for the training
+#                and validation cuts -> data/encoder_cache/; then the encoder side (CTC head +
+#                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  S-Adapter through the frozen LLM -> exp/stage2/model
 #   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt
 #   8  results:  the table of error rates and speeds -> exp/decode/results.md
@@ -20,14 +22,24 @@ if in_stages 4; then
   done
 fi
 
+cache_overrides=()
+if [ "$encoder_cache" = true ]; then
+  cache_dir=data/encoder_cache
+  cache_overrides=(data.encoder_cache="$cache_dir")
+fi
+
 if in_stages 5; then
+  if [ "$encoder_cache" = true ]; then
+    log "Stage 5: store the frozen $encoder_model encoder's outputs (data/fbank -> $cache_dir)"
+    xasr --log-file log/stage5-cache.log cache-encoder experiment="${corpus}_stage1" models_dir="$models_dir" \
+      data.units="$lang_dir/unit.model" "${stage1_overrides[@]}" --out-dir "$cache_dir"
+  fi
   if [ -f "$exp_stage1/model/.done" ]; then
     log "Stage 5: stage-1 model already trained ($exp_stage1/model), skipped"
   else
     log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
     xasr train experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
-      data.units="$lang_dir/unit.model" \
-      "${stage1_overrides[@]}"
+      data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage1_overrides[@]}"
     touch "$exp_stage1/model/.done"
   fi
 fi
@@ -38,7 +50,7 @@ if in_stages 6; then
   else
     log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name ($exp_stage1/model -> $exp_stage2/model)"
     xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="$exp_stage1/model" \
-      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${stage2_overrides[@]}"
+      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"
   fi
 fi

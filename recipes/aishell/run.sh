@@ -26,6 +26,7 @@ nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
+encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
 decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam"
@@ -43,6 +44,7 @@ Options (default in brackets):
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
   --min-duration S     shortest training cut kept [$min_duration]
   --max-duration S     longest training cut kept [$max_duration]
+  --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
   --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
   --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
   --decode-methods STR decoding methods ["$decode_methods"]"

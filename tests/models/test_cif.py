@@ -2,8 +2,10 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
+from typing import Optional
 
-from xasr.models.cif import CifCompressor, CifConfig, cif_fire
+from xasr.models.cif import CifCompressor, CifConfig, CifFired, cif_fire, lengths_to_mask
 
 
 def one_hot_frames(t: int) -> torch.Tensor:
@@ -182,3 +184,100 @@ def test_config_checks():
         CifCompressor(CifConfig())
     with pytest.raises(ValueError, match="odd"):
         CifCompressor(CifConfig(input_dim=4, conv_kernel=4))
+
+
+# ---------------------------------------------------------------------- reference walk
+def walk_cif_fire(h: Tensor, alphas: Tensor, h_lens: Tensor, threshold: float = 1.0,
+             tail_threshold: Optional[float] = None, target_lens: Optional[Tensor] = None,
+             eps: float = 1e-4) -> CifFired:
+    """The frame-by-frame integrate-and-fire walk, the reference for the loop-free cif_fire."""
+    if threshold <= eps:
+        raise ValueError(f"threshold must exceed eps ({threshold} <= {eps})")
+    B, T, _ = h.shape
+    valid = lengths_to_mask(h_lens, T)  # (B, T)
+    alphas = torch.where(valid, alphas, torch.zeros_like(alphas))  # (B, T)
+
+    # An upper bound on the tokens: each firing takes at least threshold - eps of weight.
+    with torch.no_grad():
+        total = alphas.sum(dim=1).max().item() if B > 0 and T > 0 else 0.0
+    n_bound = int(total / (threshold - eps)) + 2
+    if target_lens is not None and B > 0:
+        n_bound = max(n_bound, int(target_lens.max().item()) + 1)
+
+    acc = alphas.new_zeros(B)  # (B,) weight integrated by the token in progress
+    count = torch.zeros(B, dtype=torch.long, device=h.device)  # (B,) tokens fired so far
+    fire_frames = torch.full((B, n_bound), -1, dtype=torch.long, device=h.device)
+    rows = torch.arange(B, device=h.device)
+    # One entry per step of the loop: token slot (B,), share of the frame (B,), frame index.
+    slots, parts, frames = [], [], []
+    for t in range(T):
+        rest = alphas[:, t]  # (B,) weight of frame t not yet given to a token
+        active = valid[:, t]  # (B,) rows whose frame t still holds weight
+        while True:
+            need = threshold - acc  # (B,)
+            fire = active & (rest >= need - eps)  # (B,)
+            part = torch.where(fire, torch.minimum(need, rest), rest)  # (B,)
+            part = torch.where(active, part, torch.zeros_like(part))
+            slot = count.clamp(max=n_bound - 1)
+            slots.append(slot)
+            parts.append(part)
+            frames.append(t)
+            if not bool(fire.any()):
+                acc = acc + part
+                break
+            fire_frames[rows[fire], slot[fire]] = t
+            count = count + fire.long()
+            acc = torch.where(fire, torch.zeros_like(acc), acc + part)
+            rest = torch.where(fire, rest - part, torch.zeros_like(rest))
+            active = fire
+
+    if target_lens is not None:
+        fired_lens = target_lens.to(device=h.device, dtype=torch.long)
+        last = (h_lens - 1).clamp(min=0).to(torch.long)
+        unfinished = count < fired_lens  # the token in progress (slot `count`) fires at the end
+        fire_frames[rows[unfinished], count[unfinished].clamp(max=n_bound - 1)] = last[unfinished]
+    elif tail_threshold is not None:
+        tail = acc > tail_threshold
+        last = (h_lens - 1).clamp(min=0).to(torch.long)
+        fire_frames[rows[tail], count[tail].clamp(max=n_bound - 1)] = last[tail]
+        fired_lens = count + tail.long()
+    else:
+        fired_lens = count
+
+    n_out = int(fired_lens.max().item()) if B > 0 else 0
+    weights = alphas.new_zeros(B, n_bound, T)
+    if parts:
+        steps = len(parts)
+        index = (rows.repeat(steps), torch.stack(slots).flatten(),
+                 torch.tensor(frames, device=h.device).repeat_interleave(B))
+        weights = weights.index_put(index, torch.stack(parts).flatten(), accumulate=True)
+    weights = weights[:, :n_out]  # (B, N, T)
+    keep = lengths_to_mask(fired_lens, n_out)  # (B, N)
+    weights = weights * keep[:, :, None].to(weights.dtype)
+    fire_frames = torch.where(keep, fire_frames[:, :n_out], torch.full_like(fire_frames[:, :n_out], -1))
+    fired = torch.bmm(weights, h)  # (B, N, D)
+    return CifFired(fired, fired_lens, weights, fire_frames)
+
+
+
+@pytest.mark.parametrize("mode", ["targets", "tail", "plain"])
+def test_loop_free_cif_equals_the_frame_by_frame_walk(mode):
+    g = torch.Generator().manual_seed({"targets": 1, "tail": 2, "plain": 3}[mode])
+    for _ in range(20):
+        B, T = 4, int(torch.randint(1, 40, (1,), generator=g))
+        h = torch.randn(B, T, 6, generator=g, dtype=torch.float64)
+        lens = torch.randint(1, T + 1, (B,), generator=g)
+        alphas = torch.rand(B, T, generator=g, dtype=torch.float64) * 1.3
+        kw = {}
+        if mode == "targets":
+            tl = torch.randint(0, T + 2, (B,), generator=g)
+            total = (alphas * lengths_to_mask(lens, T)).sum(1)
+            alphas = alphas * (tl / total.clamp(min=1e-6))[:, None]  # scaled as in training
+            kw["target_lens"] = tl
+        elif mode == "tail":
+            kw["tail_threshold"] = 0.5
+        a, b = cif_fire(h, alphas, lens, 1.0, **kw), walk_cif_fire(h, alphas, lens, 1.0, **kw)
+        assert a.fired_lens.tolist() == b.fired_lens.tolist()
+        torch.testing.assert_close(a.fired, b.fired)
+        torch.testing.assert_close(a.weights, b.weights)
+        assert a.fire_frames.tolist() == b.fire_frames.tolist()

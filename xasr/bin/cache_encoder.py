@@ -1,9 +1,8 @@
 """Store the outputs of the experiment's frozen encoder for cut manifests (fast stage-1/2 training).
 
 Usage:
-  xasr cache-encoder experiment=aishell_stage1 models_dir=models \
-      --cuts data/fbank/aishell_cuts_train.jsonl.gz data/fbank/aishell_cuts_dev.jsonl.gz \
-      --out-dir data/encoder_cache
+  xasr cache-encoder experiment=aishell_stage1 models_dir=models --out-dir data/encoder_cache
+  xasr cache-encoder experiment=aishell_stage1 --cuts data/fbank/aishell_cuts_test.jsonl.gz --out-dir data/encoder_cache
   xasr train experiment=aishell_stage1 data.encoder_cache=data/encoder_cache
 """
 from __future__ import annotations
@@ -13,7 +12,8 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="hydra overrides that select the experiment (its encoder and features)")
-    p.add_argument("--cuts", nargs="+", required=True, help="cut manifests to encode")
+    p.add_argument("--cuts", nargs="+", default=None,
+                   help="cut manifests to encode (default: the experiment's data.train_cuts and data.valid_cuts)")
     p.add_argument("--out-dir", required=True, help="where the cached manifests, arrays and cache.json go")
     p.add_argument("--config-dir", default=None, help="a conf/ directory (default: the package's conf/)")
     p.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per batch")
@@ -30,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cfg = load_experiment(args.overrides, config_dir=args.config_dir)
-    cache_encoder_outputs(cfg, args.cuts, args.out_dir, max_duration=args.max_duration, device=args.device)
+    cuts = args.cuts or list(cfg.data.train_cuts) + list(cfg.data.valid_cuts)
+    cache_encoder_outputs(cfg, cuts, args.out_dir, max_duration=args.max_duration, device=args.device)
     return 0

@@ -22,10 +22,12 @@ Inference (no targets): the raw alphas fire as they are; an accumulated weight a
 ``tail_threshold`` left at the end fires one last token.
 
 :func:`cif_fire` is the integrate-and-fire step alone, so that hand-chosen alphas can be fired.
-It loops over time (and over the tokens fired within one frame) and is vectorised over the
-batch; it first builds the integration weights (B, N, T), each token's share of each frame, and
-then forms the fired vectors as one batched matrix product, so the result is differentiable
-with respect to both ``h`` and ``alphas``.
+It has no loop: with the integrated weight c_t = alpha_1 + ... + alpha_t, token k owns the
+stretch [k, k + 1) * threshold of it and frame t the stretch [c_t - alpha_t, c_t), so the
+integration weights (B, N, T), each token's share of each frame, are the overlaps of the two;
+the fired vectors are one batched matrix product. The result is differentiable with respect to
+both ``h`` and ``alphas`` and equals the frame-by-frame walk (a token whose weight is within
+eps of the threshold fires; the next one then starts up to eps later in the walk than here).
 """
 from __future__ import annotations
 
@@ -93,66 +95,42 @@ def cif_fire(h: Tensor, alphas: Tensor, h_lens: Tensor, threshold: float = 1.0,
     B, T, _ = h.shape
     valid = lengths_to_mask(h_lens, T)  # (B, T)
     alphas = torch.where(valid, alphas, torch.zeros_like(alphas))  # (B, T)
+    last = (h_lens - 1).clamp(min=0).to(torch.long)  # (B,)
 
-    # An upper bound on the tokens: each firing takes at least threshold - eps of weight.
-    with torch.no_grad():
-        total = alphas.sum(dim=1).max().item() if B > 0 and T > 0 else 0.0
-    n_bound = int(total / (threshold - eps)) + 2
-    if target_lens is not None and B > 0:
-        n_bound = max(n_bound, int(target_lens.max().item()) + 1)
-
-    acc = alphas.new_zeros(B)  # (B,) weight integrated by the token in progress
-    count = torch.zeros(B, dtype=torch.long, device=h.device)  # (B,) tokens fired so far
-    fire_frames = torch.full((B, n_bound), -1, dtype=torch.long, device=h.device)
-    rows = torch.arange(B, device=h.device)
-    # One entry per step of the loop: token slot (B,), share of the frame (B,), frame index.
-    slots, parts, frames = [], [], []
-    for t in range(T):
-        rest = alphas[:, t]  # (B,) weight of frame t not yet given to a token
-        active = valid[:, t]  # (B,) rows whose frame t still holds weight
-        while True:
-            need = threshold - acc  # (B,)
-            fire = active & (rest >= need - eps)  # (B,)
-            part = torch.where(fire, torch.minimum(need, rest), rest)  # (B,)
-            part = torch.where(active, part, torch.zeros_like(part))
-            slot = count.clamp(max=n_bound - 1)
-            slots.append(slot)
-            parts.append(part)
-            frames.append(t)
-            if not bool(fire.any()):
-                acc = acc + part
-                break
-            fire_frames[rows[fire], slot[fire]] = t
-            count = count + fire.long()
-            acc = torch.where(fire, torch.zeros_like(acc), acc + part)
-            rest = torch.where(fire, rest - part, torch.zeros_like(rest))
-            active = fire
-
+    # Token k owns the stretch [k * threshold, (k + 1) * threshold) of the integrated weight;
+    # frame t covers [c_t - alpha_t, c_t), so its share in token k is the overlap of the two.
+    c = torch.cumsum(alphas, dim=1)  # (B, T) weight integrated up to and including frame t
+    total = c[:, -1] if T > 0 else alphas.new_zeros(B)  # (B,)
+    complete = torch.floor((total.detach() + eps) / threshold).to(torch.long)  # (B,) tokens that fire
     if target_lens is not None:
         fired_lens = target_lens.to(device=h.device, dtype=torch.long)
-        last = (h_lens - 1).clamp(min=0).to(torch.long)
-        unfinished = count < fired_lens  # the token in progress (slot `count`) fires at the end
-        fire_frames[rows[unfinished], count[unfinished].clamp(max=n_bound - 1)] = last[unfinished]
     elif tail_threshold is not None:
-        tail = acc > tail_threshold
-        last = (h_lens - 1).clamp(min=0).to(torch.long)
-        fire_frames[rows[tail], count[tail].clamp(max=n_bound - 1)] = last[tail]
-        fired_lens = count + tail.long()
+        tail = (total.detach() - complete * threshold) > tail_threshold  # (B,) an unfinished token fires at the end
+        fired_lens = complete + tail.long()
     else:
-        fired_lens = count
-
+        fired_lens = complete
     n_out = int(fired_lens.max().item()) if B > 0 else 0
-    weights = alphas.new_zeros(B, n_bound, T)
-    if parts:
-        steps = len(parts)
-        index = (rows.repeat(steps), torch.stack(slots).flatten(),
-                 torch.tensor(frames, device=h.device).repeat_interleave(B))
-        weights = weights.index_put(index, torch.stack(parts).flatten(), accumulate=True)
-    weights = weights[:, :n_out]  # (B, N, T)
+
+    k = torch.arange(n_out, device=h.device, dtype=alphas.dtype)[None, :, None]  # (1, N, 1)
+    lo, hi = k * threshold, (k + 1) * threshold
+    start = (c - alphas)[:, None, :]  # (B, 1, T)
+    end = c[:, None, :]  # (B, 1, T)
+    weights = (torch.minimum(end, hi) - torch.maximum(start, lo)).clamp(min=0.0)  # (B, N, T)
     keep = lengths_to_mask(fired_lens, n_out)  # (B, N)
     weights = weights * keep[:, :, None].to(weights.dtype)
-    fire_frames = torch.where(keep, fire_frames[:, :n_out], torch.full_like(fire_frames[:, :n_out], -1))
-    fired = torch.bmm(weights, h)  # (B, N, D)
+
+    # a token fires at the first frame where the integrated weight reaches its end (within eps)
+    with torch.no_grad():
+        reached = (c[:, None, :] >= hi - eps) & valid[:, None, :]  # (B, N, T)
+        first = torch.where(reached.any(dim=2), reached.to(torch.int8).argmax(dim=2),
+                            torch.full((B, n_out), -1, dtype=torch.long, device=h.device))  # (B, N)
+        first = first.to(torch.long)
+        slot = torch.arange(n_out, device=h.device)[None, :]  # (1, N)
+        # the unfinished token (slot `complete`) fires at the last frame when it is kept
+        ends_late = (slot == complete[:, None]) & keep & (first < 0)
+        first = torch.where(ends_late, last[:, None].expand_as(first), first)
+        fire_frames = torch.where(keep, first, torch.full_like(first, -1))
+    fired = torch.bmm(weights.to(h.dtype), h)  # (B, N, D)
     return CifFired(fired, fired_lens, weights, fire_frames)
 
 
