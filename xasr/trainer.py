@@ -160,6 +160,7 @@ class Trainer:
         accum = max(1, oc.accum_grad)
         epoch_steps = self.batches_per_epoch // accum
         self.total_steps = tc.max_steps if tc.max_steps > 0 else epoch_steps * tc.num_epochs
+        self.planned_steps = self.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, lambda: self.total_steps))
         self.step = 0
         self.epoch = 0
@@ -264,6 +265,7 @@ class Trainer:
         accum = max(1, self.cfg.optim.accum_grad)
         window = {"loss": 0.0, "tokens": 0.0, "audio": 0.0, "t0": time.time()}
         done = self.step >= self.total_steps
+        fit: Optional[tuple] = None  # (time, step) where the step time is measured from, last fit time
         while not done and self.epoch < tc.num_epochs:
             self.model.train()
             self.sampler.set_epoch(self.epoch)
@@ -281,8 +283,8 @@ class Trainer:
                 window["audio"] += stats["audio"]
                 if self.step % tc.log_interval == 0:
                     self._log_window(window, stats)
-                if tc.max_minutes > 0 and self.step - start_step == BUDGET_CALIBRATION_STEPS:
-                    self._fit_schedule_to_budget(time.time() - start, tc.max_minutes * 60)
+                if tc.max_minutes > 0:
+                    fit = self._budget_fit(fit, start, start_step, tc.max_minutes * 60)
                 if self.step % tc.save_interval == 0:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
@@ -306,14 +308,32 @@ class Trainer:
         logger.info("training done: %d steps in %.1f min; peak memory: %s", self.step, wall / 60, peak_memory())
         return self.finish()
 
-    def _fit_schedule_to_budget(self, elapsed: float, budget: float) -> None:
-        """Shorten the LR schedule so that its decay ends when the time budget does."""
-        per_step = elapsed / BUDGET_CALIBRATION_STEPS
+    def _budget_fit(self, fit: Optional[tuple], start: float, start_step: int, budget: float) -> Optional[tuple]:
+        """Fit the learning-rate schedule to the time budget: first after a few steps, then again
+        each time a tenth of the budget has passed, with the step time measured since the first
+        fit (start-up excluded; validation and checkpoints included). The schedule never grows
+        beyond the one planned from num_epochs / max_steps."""
+        now = time.time()
+        done = self.step - start_step
+        if fit is None:
+            if done < BUDGET_CALIBRATION_STEPS:
+                return None
+            self._fit_schedule_to_budget((now - start) / done, now - start, budget)
+            return (now, self.step, now)
+        t0, s0, last = fit
+        if now - last < budget / 10 or self.step == s0:
+            return fit
+        self._fit_schedule_to_budget((now - t0) / (self.step - s0), now - start, budget)
+        return (t0, s0, now)
+
+    def _fit_schedule_to_budget(self, per_step: float, elapsed: float, budget: float) -> None:
+        """Make the learning-rate schedule end when the time budget does."""
         reachable = self.step + int(max(0.0, budget * BUDGET_SAFETY - elapsed) / per_step)
-        if reachable < self.total_steps:
-            logger.info("%.2f s per step: the %.1f-min budget reaches about step %d of %d; the learning-rate "
-                        "schedule now ends there", per_step, budget / 60, reachable, self.total_steps)
-            self.total_steps = max(reachable, self.step + 1)
+        new = max(self.step + 1, min(reachable, self.planned_steps))
+        if abs(new - self.total_steps) > 0.02 * self.total_steps:
+            logger.info("%.3f s per step: the %.1f-min budget reaches about step %d (planned: %d); the "
+                        "learning-rate schedule now ends there", per_step, budget / 60, new, self.planned_steps)
+            self.total_steps = new
 
     def _update(self, batches: List[dict]) -> dict:
         # The loss is summed over tokens and divided by the global token count of the update;
