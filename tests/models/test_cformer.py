@@ -147,3 +147,31 @@ def test_tiny_conformer_cformer_ctc_overfit():
             assert ctc.greedy_decode(ctc(h), h_lens) == expected
     finally:
         torch.set_num_threads(threads)
+
+
+def test_given_alphas_replace_the_predictor():
+    cf = make_cformer()
+    h = torch.randn(2, 6, 24)
+    lens = torch.tensor([6, 4])
+    alphas = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0, 9.0, 9.0]])  # spikes
+    out = cf(h, lens, alphas=alphas)
+    assert out.lens.tolist() == [3, 2]  # one vector per spike; weight beyond a length is ignored
+    torch.testing.assert_close(out.alphas[1], torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
+    # each vector comes from its spike frame: change a frame between spikes, nothing moves
+    h2 = h.clone()
+    h2[0, 0] += 5.0
+    h2[0, 2] -= 3.0
+    out2 = cf(h2, lens, alphas=alphas)
+    torch.testing.assert_close(out.logits[1], out2.logits[1])
+    cfx = make_cformer(cross_attention=False)
+    torch.testing.assert_close(cfx(h, lens, alphas=alphas).logits[0], cfx(h2, lens, alphas=alphas).logits[0])
+
+
+def test_cross_attention_sees_the_frames():
+    cf = make_cformer(cross_attention=True)
+    h = torch.randn(1, 6, 24)
+    lens = torch.tensor([6])
+    alphas = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
+    h2 = h.clone()
+    h2[0, 0] += 5.0  # a frame no vector integrates still reaches the vectors through cross attention
+    assert not torch.allclose(cf(h, lens, alphas=alphas).logits, cf(h2, lens, alphas=alphas).logits)

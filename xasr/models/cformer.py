@@ -9,8 +9,9 @@ S-Adapter and the LLM), their counts ``lens`` (B,), the stage-1 head's unit ``lo
 Pipeline: linear projection of the encoder output to ``dim`` -> CIF (:mod:`xasr.models.cif`)
 compresses the frames to one vector per unit (exactly N with targets; counted by the alphas at
 inference) -> sinusoidal positions (the fired vectors are a sequence; self-attention alone
-would ignore their order) -> pre-norm transformer encoder layers (self-attention with a
-padding mask, feed-forward) -> final LayerNorm = ``vectors``. The stage-1 head is a linear
+would ignore their order) -> pre-norm transformer layers (self-attention with a padding mask;
+with ``cross_attention``, attention to the projected encoder frames, as in Paraformer's
+decoder, Gao et al. 2022; feed-forward) -> final LayerNorm = ``vectors``. The stage-1 head is a linear
 layer to the sentencepiece units, trained with cross-entropy against the unit targets, one
 fired vector per unit (:meth:`CFormer.ce_loss`); its argmax per vector is the "CIF head"
 decoding (:meth:`CFormer.greedy_units`).
@@ -41,6 +42,9 @@ class CFormerConfig:
     ff_dim: int = 1024
     dropout: float = 0.1
     label_smoothing: float = 0.0  # of the stage-1 cross-entropy
+    # each layer also attends to the (projected) encoder frames, so a fired vector can take what
+    # it lacks from the frames around its CIF boundary (CIF alone is only as exact as its alphas)
+    cross_attention: bool = False
     cif: CifConfig = field(default_factory=CifConfig)  # cif.input_dim: None or dim
 
 
@@ -66,7 +70,7 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
 class TransformerLayer(nn.Module):
     """Pre-norm transformer encoder layer: x + MHSA(LN(x)), x + FF(LN(x))."""
 
-    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, cross_attention: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -78,15 +82,34 @@ class TransformerLayer(nn.Module):
         self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff_dim, dim))
         self.dropout = nn.Dropout(dropout)
+        self.cross = cross_attention
+        if cross_attention:
+            self.cross_norm = nn.LayerNorm(dim)
+            self.cross_q = nn.Linear(dim, dim)
+            self.cross_kv = nn.Linear(dim, 2 * dim)
+            self.cross_out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        """x (B, N, D), key_mask (B, N) True on positions that may be attended to."""
+    def _heads(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, H, L, Dh)
+        B, L, D = x.shape
+        return x.view(B, L, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, key_mask: Tensor, memory: Optional[Tensor] = None,
+                memory_mask: Optional[Tensor] = None) -> Tensor:
+        """x (B, N, D), key_mask (B, N) True on positions that may be attended to; with cross
+        attention also memory (B, T, D) and memory_mask (B, T)."""
         B, N, D = x.shape
+        drop = self.attn_dropout if self.training else 0.0
         qkv = self.qkv(self.attn_norm(x)).view(B, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, N, Dh) each
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
-                                           dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, N, Dh)
-        x = x + self.dropout(self.attn_out(y.transpose(1, 2).reshape(B, N, D)))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=drop)
+        x = x + self.dropout(self.attn_out(y.transpose(1, 2).reshape(B, N, D)))  # (B, N, D)
+        if self.cross:
+            if memory is None or memory_mask is None:
+                raise ValueError("this layer has cross attention: pass memory and memory_mask")
+            q = self._heads(self.cross_q(self.cross_norm(x)))  # (B, H, N, Dh)
+            k, v = (self._heads(t) for t in self.cross_kv(memory).chunk(2, dim=-1))  # (B, H, T, Dh)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=memory_mask[:, None, None, :], dropout_p=drop)
+            x = x + self.dropout(self.cross_out(y.transpose(1, 2).reshape(B, N, D)))
         return x + self.dropout(self.ff(x))
 
 
@@ -103,7 +126,8 @@ class CFormer(nn.Module):
         self.input_proj = nn.Linear(cfg.input_dim, cfg.dim)
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.cif = CifCompressor(replace(cfg.cif, input_dim=cfg.dim))
-        self.layers = nn.ModuleList(TransformerLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout)
+        self.layers = nn.ModuleList(TransformerLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout,
+                                                     cross_attention=cfg.cross_attention)
                                     for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size)
@@ -112,16 +136,21 @@ class CFormer(nn.Module):
     def output_dim(self) -> int:
         return self.cfg.dim
 
-    def forward(self, h: Tensor, h_lens: Tensor, target_lens: Optional[Tensor] = None) -> CFormerOutput:
+    def forward(self, h: Tensor, h_lens: Tensor, target_lens: Optional[Tensor] = None,
+                alphas: Optional[Tensor] = None) -> CFormerOutput:
+        """h (B, T, input_dim), h_lens (B,); target_lens (B,) in training; alphas (B, T) to
+        fire on given weights instead of the CIF predictor's (see ModelConfig.cif_alphas)."""
         x = self.input_dropout(self.input_proj(h))  # (B, T, dim)
-        cif = self.cif(x, h_lens, target_lens)
+        cif = self.cif(x, h_lens, target_lens, alphas=alphas)
         v, lens = cif.fired, cif.fired_lens  # (B, N, dim), (B,)
         valid = lengths_to_mask(lens, v.size(1))  # (B, N)
         if v.size(1) > 0:
             v = v + sinusoidal_positions(v.size(1), v.size(2), v.device, v.dtype)[None]
             key_mask = valid | (lens == 0)[:, None]  # nothing fired: attend to all rather than NaN
+            frames = lengths_to_mask(h_lens, x.size(1))
+            frames = frames | (h_lens == 0)[:, None]
             for layer in self.layers:
-                v = layer(v, key_mask)
+                v = layer(v, key_mask, x, frames)
         v = self.norm(v).masked_fill(~valid[:, :, None], 0.0)  # (B, N, dim)
         logits = self.head(v)  # (B, N, V)
         return CFormerOutput(v, lens, logits, cif.alphas, cif.quantity_loss)

@@ -158,14 +158,19 @@ class CifCompressor(nn.Module):
         alphas = torch.sigmoid(self.weight_proj(x).squeeze(-1))  # (B, T)
         return alphas.masked_fill(~valid, 0.0)
 
-    def forward(self, h: Tensor, h_lens: Tensor, target_lens: Optional[Tensor] = None) -> CifOutput:
-        """h (B, T, D), h_lens (B,), target_lens (B,) or None.
+    def forward(self, h: Tensor, h_lens: Tensor, target_lens: Optional[Tensor] = None,
+                alphas: Optional[Tensor] = None) -> CifOutput:
+        """h (B, T, D), h_lens (B,), target_lens (B,) or None; alphas (B, T): weights from
+        elsewhere (e.g. the CTC head's non-blank probability) instead of the predictor's.
 
         With ``target_lens`` (training, and validation losses) the alphas are scaled to sum to
         N and exactly N vectors fire; without (decoding) the predicted alphas decide the count.
         """
         cfg = self.cfg
-        alphas = self.predict_alphas(h, h_lens)  # (B, T)
+        if alphas is None:
+            alphas = self.predict_alphas(h, h_lens)  # (B, T)
+        else:
+            alphas = alphas.masked_fill(~lengths_to_mask(h_lens, h.size(1)), 0.0)
         if target_lens is None:
             out = cif_fire(h, alphas, h_lens, cfg.threshold, tail_threshold=cfg.tail_threshold, eps=cfg.eps)
             return CifOutput(out.fired, out.fired_lens, alphas, None, out.fire_frames)
