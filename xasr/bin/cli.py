@@ -21,6 +21,7 @@ from xasr.utils.logging import setup_logging
 # subcommand -> module in xasr.bin (each defines add_arguments(parser) and run(args))
 SUBCOMMANDS = {
     "synth-corpus": "synth_corpus",
+    "synth-scenes": "synth_scenes",
     "prepare": "prepare",
     "compute-fbank": "compute_fbank",
     "train-units": "train_units",
@@ -28,6 +29,7 @@ SUBCOMMANDS = {
     "train": "train",
     "decode": "decode",
     "models": "models",
+    "transcribe": "transcribe",
 }
 
 

@@ -1,0 +1,217 @@
+"""The Transcriber on tiny random models: the same text as decoding a training batch, silence
+never reaches the model, bad inputs fail alone, batching, stitching of long audio, methods."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.transcribe.conftest import speechlike, with_silences
+from xasr.errors import XasrError
+from xasr.transcribe.api import Transcriber, join_texts
+from xasr.transcribe.vad import VadConfig
+
+SR = 16000
+WHOLE = VadConfig(enabled=False, max_segment=30.0)
+
+
+class Calls:
+    """Wraps model.decode to record each batch's segment durations."""
+
+    def __init__(self, model, monkeypatch):
+        self.batches = []
+        inner = model.decode
+
+        def decode(batch, method, units):
+            self.batches.append([float(d) for d in batch["durations"]])
+            return inner(batch, method, units)
+
+        monkeypatch.setattr(model, "decode", decode)
+
+    @property
+    def segments(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+@pytest.fixture
+def asr(tiny_transcriber):
+    tiny_transcriber.vad = VadConfig()
+    return tiny_transcriber
+
+
+def test_whisper_model_gives_the_text_of_a_training_style_batch(tiny_whisper_model_dir, tmp_path):
+    from lhotse import CutSet, Recording
+
+    from xasr.data.dataset import AsrDataset
+
+    paths = []
+    for k, secs in enumerate([2.5, 1.2, 3.1]):
+        paths.append(tmp_path / f"u{k}.wav")
+        sf.write(paths[-1], speechlike(secs, seed=k), SR, subtype="PCM_16")
+    asr = Transcriber.from_pretrained(str(tiny_whisper_model_dir), threads=1, vad=WHOLE)
+    assert asr.features == "whisper_mel"
+    ours = asr.transcribe(paths, method="ctc_greedy")
+    cuts = CutSet.from_cuts(Recording.from_file(p).to_cut() for p in paths)
+    batch = AsrDataset(None, "whisper_mel")[cuts]
+    ref = dict(zip(batch["ids"], asr.model.decode(batch, "ctc_greedy", asr.units)))
+    assert [r.text for r in ours] == [ref[f"u{k}"] for k in range(3)]
+    assert any(r.text for r in ours)
+
+
+def test_fbank_model_text_equals_decoding_the_features_directly(asr, tmp_path):
+    from xasr.transcribe.batching import feature_function, make_batch
+
+    signals = [speechlike(s, seed=k) for k, s in enumerate([1.5, 2.7, 0.9, 2.2])]
+    asr.vad = WHOLE
+    ours = asr.transcribe([(x, SR) for x in signals], method="cif_greedy", max_batch_seconds=4.0)
+    fb = feature_function("fbank", 80)
+    for x, r in zip(signals, ours):
+        ref = asr.model.decode(make_batch(["x"], [fb(x)], [len(x) / SR]), "cif_greedy", asr.units)[0]
+        assert r.text == ref and r.segments[0].text == ref
+        assert (r.segments[0].start, r.segments[0].end) == (0.0, len(x) / SR)
+    assert len({r.text for r in ours}) == 4  # distinct inputs, distinct texts: the check has teeth
+
+
+def test_silence_and_noise_never_reach_the_model(asr, monkeypatch, tmp_path):
+    calls = Calls(asr.model, monkeypatch)
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "silence.wav", np.zeros(3 * SR, np.int16), SR)
+    sf.write(tmp_path / "hiss.flac", (rng.standard_normal(4 * 44100) * 10 ** (-62 / 20)), 44100)
+    res = asr.transcribe([tmp_path / "silence.wav", tmp_path / "hiss.flac"], method="ctc_greedy")
+    assert calls.batches == []
+    for r, dur in zip(res, [3.0, 4.0]):
+        assert r.ok and r.text == "" and r.segments == [] and r.duration == pytest.approx(dur)
+        assert r.timing["decode"] == 0.0
+
+
+def test_bad_inputs_fail_alone(asr, tmp_path):
+    good = tmp_path / "good.wav"
+    sf.write(good, with_silences([speechlike(1.5)], gap=0.3), SR)
+    (tmp_path / "zero.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("hello\n" * 100)
+    nan = speechlike(1.0)
+    nan[5] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, SR, subtype="FLOAT")
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"piped cat {good} |\nbroken cat {tmp_path}/gone.flac |\n")
+    res = asr.transcribe([good, tmp_path / "missing.wav", tmp_path / "zero.wav", tmp_path / "text.wav",
+                          tmp_path / "nan.wav", scp], method="ctc_greedy")
+    by_id = {r.id: r for r in res}
+    assert [r.id for r in res] == ["good", "missing", "zero", "text", "nan", "piped", "broken"]
+    assert by_id["good"].ok and by_id["piped"].ok and by_id["good"].text == by_id["piped"].text
+    assert by_id["good"].segments
+    expected = {"missing": "missing.wav: no such file", "zero": "zero.wav: the file is empty",
+                "text": "text.wav: not a readable audio file", "nan": "nan.wav: 1 NaN or infinite samples",
+                "broken": "failed with exit status 1"}
+    for uid, msg in expected.items():
+        assert not by_id[uid].ok and msg in by_id[uid].error, by_id[uid].error
+        assert by_id[uid].text == "" and by_id[uid].segments == []
+
+
+def test_a_segment_the_model_fails_on_fails_only_its_input(asr, monkeypatch):
+    inner = asr.model.decode
+
+    def decode(batch, method, units):
+        if any(abs(float(d) - 2.0) < 1e-6 for d in batch["durations"]):
+            raise RuntimeError("out of memory")
+        return inner(batch, method, units)
+
+    monkeypatch.setattr(asr.model, "decode", decode)
+    asr.vad = WHOLE
+    res = asr.transcribe([(speechlike(s, seed=k), SR) for k, s in enumerate([1.0, 2.0, 3.0])], method="cif_greedy")
+    assert [r.ok for r in res] == [True, False, True]
+    assert res[1].error == "decoding failed (RuntimeError: out of memory)"
+    assert res[0].text and res[2].text
+
+
+def test_batches_are_bounded_and_sorted(asr, monkeypatch):
+    calls = Calls(asr.model, monkeypatch)
+    lengths = [3.0, 1.0, 5.0, 2.0, 4.0, 1.5, 2.5]
+    asr.vad = WHOLE
+    res = asr.transcribe([(speechlike(s, seed=k), SR) for k, s in enumerate(lengths)], method="ctc_greedy",
+                         max_batch_seconds=6.0)
+    assert [r.duration for r in res] == lengths  # input order
+    flat = [d for b in calls.batches for d in b]
+    assert flat == sorted(lengths, reverse=True)
+    assert all(sum(b) <= 6.0 for b in calls.batches) and len(calls.batches) == 4
+    for r in res:
+        assert set(r.timing) == {"load", "features", "decode"} and r.timing["decode"] > 0
+
+
+def test_small_chunks_give_the_same_results(asr, monkeypatch):
+    from xasr.transcribe.inputs import list_inputs
+
+    signals = [(with_silences([speechlike(1.0 + 0.2 * k, seed=k)], gap=0.3), SR) for k in range(6)]
+    ref = {r.id: r.text for r in asr.transcribe(signals, method="cif_greedy")}
+    calls = Calls(asr.model, monkeypatch)
+    got = list(asr.iter_transcribe(list_inputs(signals), method="cif_greedy", chunk_seconds=2.5))
+    assert {r.id: r.text for r in got} == ref
+    assert [r.id for r in got] == ["array-1", "array-0", "array-3", "array-2", "array-5", "array-4"]
+    assert len(calls.batches) == 3  # one batch per chunk of two inputs
+
+
+def test_long_audio_is_segmented_and_stitched_in_order(asr, monkeypatch):
+    x = with_silences([speechlike(45.0, seed=7), speechlike(4.0, seed=8)], gap=1.0)  # 52 s
+    calls = Calls(asr.model, monkeypatch)
+    r = asr.transcribe((x, SR), method="cif_greedy")[0]
+    segs = r.segments
+    assert len(segs) == 4 and calls.segments == 4  # 45 s of speech: 3 pieces of at most 20 s
+    assert all(s.end - s.start <= 20.0 for s in segs)
+    assert segs[0].start == pytest.approx(0.8, abs=0.02) and segs[2].end == pytest.approx(46.2, abs=0.02)
+    assert segs[0].end == segs[1].start and segs[1].end == segs[2].start  # the long run: covered exactly
+    assert segs[3].start == pytest.approx(46.8, abs=0.02) and segs[3].end == pytest.approx(51.2, abs=0.02)
+    assert r.text == join_texts(s.text for s in segs)
+    asr.vad = WHOLE  # each piece alone gives its segment's text
+    alone = asr.transcribe([(x[int(round(s.start * SR)):int(round(s.end * SR))], SR) for s in segs],
+                           method="cif_greedy")
+    assert [a.text for a in alone] == [s.text for s in segs]
+
+
+def test_arrays_at_other_rates_and_channels(asr):
+    x = with_silences([speechlike(2.0, rate=8000)], rate=8000, gap=0.5)
+    r = asr.transcribe([(np.stack([x, x], axis=1), 8000)], method="ctc_greedy")[0]
+    assert r.ok and r.duration == pytest.approx(3.0) and len(r.segments) == 1
+    assert 0.25 < r.segments[0].start < 0.35 and 2.65 < r.segments[0].end < 2.75
+
+
+def test_methods_are_checked_at_run_time(asr, monkeypatch):
+    import xasr.models.model as model_module
+
+    with pytest.raises(XasrError, match="unknown decoding method 'nope'; choose from ctc_greedy"):
+        asr.transcribe([(speechlike(1.0), SR)], method="nope")
+    with pytest.raises(XasrError, match="llm_greedy needs a model trained with the LLM"):
+        asr.transcribe([(speechlike(1.0), SR)], method="llm_greedy")
+    # a method added to the model later is accepted without touching the transcriber
+    monkeypatch.setattr(model_module, "DECODING_METHODS", model_module.DECODING_METHODS + ("new_method",))
+    monkeypatch.setattr(asr.model, "decode", lambda batch, method, units: [method] * len(batch["ids"]))
+    assert asr.transcribe([(speechlike(1.0), SR)], method="new_method")[0].text == "new_method"
+
+
+def test_segment_bound_is_checked_against_the_encoder(tiny_whisper_model_dir):
+    with pytest.raises(XasrError, match="max segment length 40.0 s exceeds what the encoder accepts"):
+        Transcriber.from_pretrained(str(tiny_whisper_model_dir), vad=VadConfig(max_segment=40.0)).transcribe(
+            [(speechlike(1.0), SR)], method="ctc_greedy")
+
+
+def test_join_texts():
+    assert join_texts(["hello", " world ", "", "again"]) == "hello world again"
+    assert join_texts(["今天", "天气", "ok"]) == "今天天气 ok"
+
+
+@pytest.mark.slow
+def test_llm_methods(tiny_llm_model_dir):
+    asr = Transcriber.from_pretrained(str(tiny_llm_model_dir), threads=1)
+    x = with_silences([speechlike(1.5, seed=1), speechlike(2.0, seed=2)], gap=1.0)
+    for method in ("llm_greedy", "llm_beam"):
+        r = asr.transcribe([(x, SR)], method=method)[0]
+        assert r.ok and len(r.segments) == 2 and r.text == join_texts(s.text for s in r.segments)
+
+
+def test_the_package_exports_the_api_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, xasr; light = 'torch' not in sys.modules; T = xasr.Transcriber; "
+            "print(light, 'torch' not in sys.modules, T.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["True", "True", "Transcriber"]  # torch loads with the model, not before

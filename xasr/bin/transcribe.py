@@ -1,0 +1,81 @@
+"""Transcribe audio files, folders, Kaldi wav.scp lists or lhotse manifests with a trained model.
+
+Usage:
+  xasr transcribe --model-dir exp/stage2/model --out-dir exp/transcribe download/librispeech_synth/test-clean
+  xasr transcribe --model-dir exp/stage2/model a.wav b.flac          # prints "<id> <text>" lines
+  xasr transcribe --model-dir exp/stage2/model --method ctc_greedy --srt --out-dir out data/test/wav.scp
+  xasr transcribe --model-dir exp/stage2/model --device cuda --max-batch-seconds 600 --out-dir exp/tr-test \\
+      data/manifests/librispeech_cuts_test-clean.jsonl.gz
+
+Inputs: audio files (anything soundfile reads, any rate and channel count: down-mixed and
+resampled to 16 kHz), folders (searched recursively for audio files), Kaldi wav.scp lists
+(paths, or commands ending in '|' that write an audio file to stdout), lhotse cut or
+recording manifests (*.jsonl.gz; cut ids kept). Long audio is cut at pauses by an energy VAD
+into segments of at most --max-segment seconds; audio without speech gets empty text.
+
+With --out-dir: results.jsonl (id, path, text, duration, segments with times, timing, error),
+text (Kaldi "<id> <text>"), srt/<id>.srt (with --srt) and settings.json, written as each input
+finishes. Run the same command again to resume: finished inputs are skipped, failed ones
+tried again. Without --out-dir the "<id> <text>" lines go to stdout.
+
+Exit status: 0 when every input was transcribed, 2 when some failed (each has an "error" in
+results.jsonl and in the log), 1 on a usage error (bad model directory, method, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="audio files, folders, wav.scp lists, lhotse manifests")
+    p.add_argument("--model-dir", required=True, help="a model directory made by `xasr train`")
+    p.add_argument("--models-dir", default=None, help="where the frozen pretrained models are installed")
+    p.add_argument("--out-dir", default=None, help="write results.jsonl, text (and srt/) here; resumable")
+    p.add_argument("--method", default="llm_greedy",
+                   help="decoding method (ctc_greedy, cif_greedy, llm_greedy, llm_beam, ...)")
+    p.add_argument("--max-batch-seconds", type=float, default=60.0, help="seconds of audio per batch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--srt", action="store_true", help="also write srt/<id>.srt subtitles (needs --out-dir)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = p.add_argument_group("segmentation (energy VAD; see xasr/transcribe/vad.py)")
+    v.add_argument("--no-vad", action="store_true",
+                   help="decode all audio, silence included (still split at --max-segment)")
+    v.add_argument("--max-segment", type=float, default=20.0, help="longest segment in seconds")
+    v.add_argument("--vad-abs-db", type=float, default=-55.0, help="frames below this (dB full scale) are silence")
+    v.add_argument("--vad-rel-db", type=float, default=40.0,
+                   help="frames more than this below the loud frames are silence")
+    v.add_argument("--min-silence", type=float, default=0.6, help="shorter pauses do not split (seconds)")
+    v.add_argument("--vad-pad", type=float, default=0.2, help="context kept around speech (seconds)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xasr.errors import XasrError
+    from xasr.transcribe.api import Transcriber
+    from xasr.transcribe.inputs import list_inputs
+    from xasr.transcribe.vad import VadConfig
+    from xasr.transcribe.writers import kaldi_line
+
+    if args.srt and not args.out_dir:
+        raise XasrError("--srt needs --out-dir")
+    vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,
+                    rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
+    asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,
+                                      threads=args.threads, vad=vad)
+    if args.out_dir:
+        s = asr.transcribe_to_dir(args.inputs, args.out_dir, method=args.method,
+                                  max_batch_seconds=args.max_batch_seconds, srt=args.srt,
+                                  overwrite=args.overwrite, progress=not args.no_progress)
+        failed = s.failed
+    else:
+        failed = 0
+        for t in asr.iter_transcribe(list_inputs(args.inputs), args.method, args.max_batch_seconds,
+                                     progress=not args.no_progress):
+            if t.ok:
+                sys.stdout.write(kaldi_line(t.to_dict()))
+                sys.stdout.flush()
+            else:
+                failed += 1
+    return 2 if failed else 0

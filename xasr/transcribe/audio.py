@@ -1,0 +1,174 @@
+"""Audio loading for transcription: any file soundfile reads, piped commands, arrays, lhotse cuts.
+
+In: a path (wav, flac, ogg, mp3, ... at any sample rate, bit depth and channel count), a Kaldi
+``wav.scp`` command (``sox in.wav -t wav - |``, whose standard output must be an audio file),
+an array with its sample rate, or a lhotse cut.
+Out: one channel of float32 samples in [-1, 1] at the model's rate (16 kHz).
+
+Conversions: channels are averaged (down-mix), then the signal is resampled with lhotse's
+``Resample`` (what ``CutSet.resample`` does in a recipe). Each distinct conversion is logged
+once, with the first file it applied to, not once per file; :meth:`AudioConverter.summary`
+counts them at the end.
+
+Problems a user can fix raise :class:`AudioError` with a message naming the file or command:
+missing or empty file, a file that is not audio, a failing command, no samples, NaN or
+infinite samples.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import threading
+from collections import Counter
+from typing import Optional, Tuple
+
+import numpy as np
+
+from xasr.errors import XasrError
+
+logger = logging.getLogger(__name__)
+
+MODEL_SAMPLE_RATE = 16000
+
+
+class AudioError(XasrError):
+    """An input that cannot be turned into samples; the message names it and the problem."""
+
+
+def read_audio_bytes(data: bytes, name: str) -> Tuple[np.ndarray, int]:
+    """Decode an in-memory audio file; returns (samples (n, channels) float32, sample rate)."""
+    import soundfile as sf
+
+    if not data:
+        raise AudioError(f"{name}: no audio data (0 bytes)")
+    try:
+        samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError
+        raise AudioError(f"{name}: not a readable audio file ({_short(e)})") from None
+    return samples, int(sr)
+
+
+def read_audio_file(path: str) -> Tuple[np.ndarray, int]:
+    """Read an audio file; returns (samples (n, channels) float32, sample rate)."""
+    import soundfile as sf
+
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes)")
+    try:
+        samples, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: not a readable audio file ({_short(e)})") from None
+    return samples, int(sr)
+
+
+def read_audio_command(command: str, timeout: Optional[float] = None) -> Tuple[np.ndarray, int]:
+    """Run a Kaldi-style pipe (``cmd ... |``) and decode the audio file it writes to stdout."""
+    cmd = command.rstrip()
+    if cmd.endswith("|"):
+        cmd = cmd[:-1].rstrip()
+    try:
+        proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"command '{command}': no result within {timeout} s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"command '{command}' failed with exit status {proc.returncode}"
+                         + (f": {err[-1][:300]}" if err else ""))
+    return read_audio_bytes(proc.stdout, f"command '{command}'")
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()
+    return (msg[-1] if msg else type(e).__name__)[:300]
+
+
+def check_samples(samples: np.ndarray, name: str) -> None:
+    """Refuse empty signals and NaN or infinite samples."""
+    if samples.size == 0:
+        raise AudioError(f"{name}: no samples (empty audio)")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise AudioError(f"{name}: {bad} NaN or infinite samples")
+
+
+class AudioConverter:
+    """Down-mix and resample to one channel at ``target_rate``; logs each kind of conversion once.
+
+    Thread-safe: inputs may be loaded by worker threads.
+    """
+
+    def __init__(self, target_rate: int = MODEL_SAMPLE_RATE) -> None:
+        self.target_rate = target_rate
+        self.counts: Counter = Counter()
+        self._lock = threading.Lock()
+        self._resamplers = {}
+
+    def _note(self, key: str, message: str, name: str) -> None:
+        with self._lock:
+            first = key not in self.counts
+            self.counts[key] += 1
+        if first:
+            logger.info("%s (first: %s); logged once, counted in the final summary", message, name)
+
+    def convert(self, samples: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
+        """``samples`` (n,) or (n, channels) -> (m,) float32 at ``target_rate``.
+
+        A 2-D array with at most 8 rows and more columns is taken as (channels, n). Integer
+        PCM is scaled to [-1, 1]; float samples are used as they are.
+        """
+        x = np.asarray(samples)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2:
+            raise AudioError(f"{name}: expected samples of shape (n,) or (n, channels), got {x.shape}")
+        if x.shape[0] <= 8 < x.shape[1]:  # (channels, n), as lhotse and torchaudio give
+            x = x.T
+        if not np.issubdtype(x.dtype, np.floating):
+            if np.issubdtype(x.dtype, np.integer):  # PCM integers: scale to [-1, 1]
+                x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+            else:
+                raise AudioError(f"{name}: samples of type {x.dtype} are not audio")
+        x = x.astype(np.float32, copy=False)
+        check_samples(x, name)
+        if sample_rate <= 0:
+            raise AudioError(f"{name}: invalid sample rate {sample_rate}")
+        channels = x.shape[1]
+        if channels > 1:
+            self._note(f"downmix-{channels}", f"down-mixing {channels}-channel audio to mono (channel mean)", name)
+            x = x.mean(axis=1, dtype=np.float32, keepdims=True)
+        mono = x[:, 0]
+        if sample_rate != self.target_rate:
+            self._note(f"resample-{sample_rate}",
+                       f"resampling {sample_rate} Hz audio to {self.target_rate} Hz (lhotse Resample)", name)
+            mono = self._resample(mono, sample_rate)
+        return np.ascontiguousarray(mono, dtype=np.float32)
+
+    def _resample(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
+        import torch
+        from lhotse.augmentation import Resample
+
+        with self._lock:
+            rs = self._resamplers.get(sample_rate)
+            if rs is None:
+                rs = self._resamplers[sample_rate] = Resample(sample_rate, self.target_rate)
+        with torch.no_grad():
+            out = rs(mono[None, :].copy())
+        return np.asarray(out, dtype=np.float32)[0]
+
+    def summary(self) -> str:
+        """e.g. "resampled 3 inputs from 8000 Hz, down-mixed 2 inputs with 2 channels"; "" if none."""
+        parts = []
+        for key, n in sorted(self.counts.items()):
+            kind, value = key.split("-", 1)
+            if kind == "resample":
+                parts.append(f"resampled {n} input{'s' * (n != 1)} from {value} Hz")
+            else:
+                parts.append(f"down-mixed {n} input{'s' * (n != 1)} with {value} channels")
+        return ", ".join(parts)

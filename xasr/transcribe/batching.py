@@ -1,0 +1,98 @@
+"""Raw audio -> the features a model was trained on -> padded batches for ``model.decode``.
+
+In: mono 16 kHz float32 samples per segment, and the model's feature type
+(``cfg.data.features``): ``"fbank"`` (kaldi fbank exactly as lhotse's ``Fbank`` computes it in
+:func:`xasr.data.features.compute_fbank`, ``FbankConfig(num_mel_bins=N)`` with N the
+encoder's input size, 80 in the recipes) or ``"whisper_mel"``
+(:func:`xasr.models.whisper_encoder.whisper_log_mel`, per segment as training computes it
+per utterance).
+Out: the batch keys :class:`xasr.data.dataset.AsrDataset` produces and ``decode`` reads:
+``ids``, ``feats`` (B, T, F) zero-padded, ``feat_lens`` (B,), ``durations`` (B,) and ``texts``
+(empty strings).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FEATURE_TYPES = ("fbank", "whisper_mel")
+
+
+def pad_features(feats: Sequence[Tensor]) -> "tuple[Tensor, Tensor]":
+    """[(T_i, F), ...] -> zero-padded (B, max T_i, F) and lengths (B,)."""
+    if not feats:
+        raise ValueError("pad_features needs at least one feature matrix")
+    lens = torch.tensor([int(f.shape[0]) for f in feats], dtype=torch.long)
+    out = feats[0].new_zeros(len(feats), max(1, int(lens.max())), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, :f.shape[0]] = f
+    return out, lens
+
+
+def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float]) -> dict:
+    padded, lens = pad_features(feats)
+    return {"ids": list(ids), "feats": padded, "feat_lens": lens, "texts": [""] * len(ids),
+            "durations": torch.tensor([float(d) for d in durations])}
+
+
+def feature_function(kind: str, num_bins: int, sample_rate: int = 16000) -> Callable[[np.ndarray], Tensor]:
+    """A function: mono samples (n,) -> features (T, num_bins) as float32 tensor."""
+    if kind == "fbank":
+        from lhotse import Fbank, FbankConfig
+
+        extractor = Fbank(FbankConfig(num_mel_bins=num_bins))  # as xasr.data.features.compute_fbank
+
+        def fbank(samples: np.ndarray) -> Tensor:
+            x = np.ascontiguousarray(samples, dtype=np.float32)[None, :]  # (1, n) as lhotse loads cuts
+            return torch.as_tensor(np.asarray(extractor.extract(x, sample_rate)), dtype=torch.float32)
+
+        return fbank
+    if kind == "whisper_mel":
+        from xasr.models.whisper_encoder import whisper_log_mel
+
+        def mel(samples: np.ndarray) -> Tensor:
+            return whisper_log_mel(np.asarray(samples, dtype=np.float32), sample_rate, n_mels=num_bins)
+
+        return mel
+    raise ValueError(f"unknown feature type {kind!r}; expected one of {FEATURE_TYPES}")
+
+
+def model_feature_bins(model, kind: str) -> int:
+    """The feature size the model's encoder reads."""
+    enc = model.cfg.encoder
+    if kind == "whisper_mel":
+        return int(getattr(model.encoder, "num_mel_bins", 80))
+    sub = getattr(enc, enc.name, None)
+    return int(getattr(sub, "input_dim", 80))
+
+
+def min_feature_frames(model, limit: int = 10000) -> int:
+    """The fewest feature frames for which the encoder yields at least one output frame."""
+    lens = torch.arange(1, limit + 1)
+    out = model.encoder.output_lengths(lens)
+    ok = torch.nonzero(out >= 1)
+    return int(lens[ok[0, 0]]) if len(ok) else 1
+
+
+def max_feature_frames(model) -> int:
+    """The most frames the encoder accepts (Whisper: 3000, 30 s); 0: no limit."""
+    return int(getattr(model.encoder, "max_frames", 0) or 0)
+
+
+def list_batches(durations: Sequence[float], max_seconds: float) -> List[List[int]]:
+    """Indices grouped into batches, longest first, each with at most ``max_seconds`` of audio
+    (a longer item goes alone)."""
+    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    batches: List[List[int]] = []
+    total = 0.0
+    for i in order:
+        if batches and total + durations[i] <= max_seconds:
+            batches[-1].append(i)
+            total += durations[i]
+        else:
+            batches.append([i])
+            total = durations[i]
+    return batches
