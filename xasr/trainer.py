@@ -91,6 +91,17 @@ def _lr_lambda(cfg, total_steps):
     return f
 
 
+def _check_image_config(cfg) -> None:
+    """Stage 3 needs the image path in the model and pictures in the data, and pictures need a
+    model that reads them."""
+    img, data_images = cfg.model.image.enabled, cfg.data.images
+    if cfg.train.stage == 3 and not (img and data_images):
+        raise XasrError("stage 3 trains the image path: set model.image.enabled=true and data.images=true "
+                        f"(now {img} and {data_images})")
+    if data_images and not img:
+        raise XasrError("data.images=true loads pictures, but the model has no image path (model.image.enabled)")
+
+
 def trainable_state(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -116,6 +127,7 @@ class Trainer:
 
         self.units = spm.SentencePieceProcessor(model_file=cfg.data.units)
         cfg.model.vocab_size = self.units.get_piece_size()
+        _check_image_config(cfg)
         self.model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=cfg.models_dir)
         if tc.init_from:
             self._init_from(tc.init_from)
@@ -153,7 +165,16 @@ class Trainer:
             logger.info("training on stored encoder outputs from %s", cache)
         self.train_cuts = CutSet.from_files(train_paths) if len(train_paths) > 1 else CutSet.from_file(train_paths[0])
         self.valid_cuts = CutSet.from_file(valid_paths[0]) if valid_paths else None
-        self.dataset = AsrDataset(cfg.data.units, cfg.data.features, encoded=bool(cache))
+        if cfg.data.image_shuffle_seed is not None:  # the mismatched-image control
+            from xasr.data.images import shuffle_images
+
+            self.train_cuts = shuffle_images(self.train_cuts, cfg.data.image_shuffle_seed)
+            if self.valid_cuts is not None:
+                self.valid_cuts = shuffle_images(self.valid_cuts, cfg.data.image_shuffle_seed)
+        from xasr.data.images import image_loading
+
+        self.dataset = AsrDataset(cfg.data.units, cfg.data.features, encoded=bool(cache),
+                                  images=image_loading(cfg.data, cfg.model.image.encoder))
         self.loader, self.sampler = make_loader(self.train_cuts, self.dataset, cfg.data, train=True, seed=tc.seed,
                                                 world_size=self.world_size, rank=self.rank)
         self.batches_per_epoch = sum(1 for b in self.sampler.inner if len(b) >= self.world_size)
@@ -179,13 +200,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _init_from(self, model_dir: str) -> None:
+        """Start from an earlier stage's model directory: its tensors that this model has (with
+        the same shapes) are loaded; this model's other trained parts (e.g. the image path when
+        stage 3 starts from a stage-2 model) keep their initialisation. The frozen parts both
+        models use must be the same."""
+        import json
+
         from safetensors.torch import load_file
 
-        state = load_file(str(Path(model_dir) / "model.safetensors"))
+        from xasr.models.model import FROZEN, WEIGHTS, never_saved
+
+        d = Path(model_dir)
+        if not (d / WEIGHTS).is_file():
+            raise XasrError(f"train.init_from: {d / WEIGHTS} does not exist (not a trained model directory)")
+        then = json.loads((d / FROZEN).read_text()) if (d / FROZEN).is_file() else {}
+        if then:
+            now = self.model.frozen_parts()
+            for part in sorted(set(then) & set(now)):
+                if then[part]["fingerprint"] != now[part]["fingerprint"]:
+                    raise XasrError(f"train.init_from: {d} was trained with the frozen {part} at "
+                                    f"{then[part]['path']}, but this model's {part} ({now[part]['path']}) differs")
+        state = load_file(str(d / WEIGHTS))
         own = self.model.state_dict()
         loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        if mismatched:
+            logger.warning("init_from %s: %d tensors have other shapes here and are not loaded: %s", d,
+                           len(mismatched), ", ".join(mismatched[:8]))
         self.model.load_state_dict(loaded, strict=False)
-        logger.info("initialised %d tensors from %s", len(loaded), model_dir)
+        skip = set(self.model.pretrained_param_names())
+        fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
+                        if k not in loaded and k not in skip and not never_saved(k)})
+        logger.info("initialised %d tensors from %s%s", len(loaded), d,
+                    f"; not in it (initialised afresh): {', '.join(fresh)}" if fresh else "")
 
     def _ckpt_dir(self) -> Path:
         return self.exp_dir / "checkpoints"

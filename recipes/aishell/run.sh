@@ -20,7 +20,8 @@ stage=0
 stop_stage=100
 corpus_dir=""          # a real Aishell-1 directory (holding data_aishell/); empty: synthesize one
 download=false         # with --corpus-dir: fetch the real corpus there first (needs network)
-train_hours=1.0        # size of the synthesized corpus (dev and test: a tenth each)
+train_hours=2.0        # size of the synthesized training set
+eval_hours=""          # size of its dev and of its test set [a tenth of train_hours, at most 0.1]
 seed=0                 # seed of the synthesized corpus
 nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
@@ -39,6 +40,7 @@ Options (default in brackets):
   --corpus-dir DIR     real Aishell-1 directory holding data_aishell/ [synthesize one]
   --download BOOL      fetch the real corpus into --corpus-dir first [$download]
   --train-hours H      hours of the synthesized training set [$train_hours]
+  --eval-hours H       hours of the synthesized dev and test sets [min(0.1, train_hours / 10)]
   --seed N             seed of the synthesized corpus [$seed]
   --nj N               parallel jobs [$nj]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]

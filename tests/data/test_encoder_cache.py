@@ -123,3 +123,32 @@ def test_training_reads_the_cache_and_refuses_another_encoder(setup, tmp_path):
         train(cfg(f"data.encoder_cache={tmp_path}", f"train.exp_dir={tmp_path / 'exp3'}"))
     with pytest.raises(XasrError, match="only a frozen pretrained encoder"):
         cache_encoder_outputs(cfg("model.encoder.name=conformer"), [], str(tmp_path / "x"))
+
+
+def test_frozen_encoder_outputs_are_masked_in_training_only(setup):
+    from lhotse import CutSet
+    from omegaconf import OmegaConf
+
+    from xasr.data.dataset import AsrDataset
+    from xasr.data.encoder_cache import cache_encoder_outputs
+    from xasr.models.model import XLLMSpeechModel
+
+    d, cfg = setup
+    c = cfg("model.frozen_time_masks=2", "model.frozen_time_mask_ratio=0.2", "model.frozen_dim_masks=1",
+            "model.frozen_dim_mask_width=8")
+    path = cache_encoder_outputs(c, [f"{d}/m/aishell_cuts_dev.jsonl.gz"], str(d / "enc4"))[0]
+    c.model.vocab_size = 50
+    model = XLLMSpeechModel(OmegaConf.to_object(c.model))
+    batch = AsrDataset(None, "whisper_mel", encoded=True)[CutSet.from_file(path)]
+    model.eval()
+    h, _ = model.encode_batch(batch)
+    assert torch.equal(h, batch["feats"])  # decoding sees the encoder output as it is
+    model.train()
+    torch.manual_seed(1)
+    h, lens = model.encode_batch(batch)
+    zero = (h == 0) & (batch["feats"] != 0)
+    assert zero.any()
+    assert torch.equal(h[~zero], batch["feats"][~zero])  # masking only zeroes values
+    for b in range(h.shape[0]):  # at most 2 spans of 20% of the frames are fully zeroed
+        frames = zero[b, :int(lens[b])].all(dim=1).sum().item()
+        assert frames <= 2 * int(0.2 * int(lens[b]))

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from xasr.data.multimodal import (IMAGENET_MEAN, IMAGENET_STD, ScenesConfig, ScenesCorpusError, babble,
-                                  cut_scene, estimate_word_spans, load_image, pink_noise, plan_scenes_corpus,
-                                  read_record, scale_to_snr, snr_db, synthesize_scenes_corpus,
-                                  with_mismatched_images, write_manifests)
+from xasr.data.images import ORIGINAL_FIELD, load_image, shuffle_images
+from xasr.data.multimodal import (ScenesConfig, ScenesCorpusError, babble, cut_scene, estimate_word_spans,
+                                  pink_noise, plan_scenes_corpus, read_record, scale_to_snr, snr_db,
+                                  synthesize_scenes_corpus, write_manifests)
+from xasr.errors import XasrError
+from xasr.models.image_encoder import EfficientNetLite0
 from xasr.data.scenes import check_claims, render_scene
 from tests.data.test_scenes import independent_check, text_check
 
@@ -60,7 +62,7 @@ def test_manifests_images_and_texts(corpus):
             # the image is there, loads, and shows the scene of the cut
             img = Path(c.custom["image"])
             assert img.is_absolute() and img.is_file()
-            assert load_image(img).shape == (3, 224, 224)
+            assert load_image(img, 224, EfficientNetLite0.mean, EfficientNetLite0.std).shape == (3, 224, 224)
             scene = cut_scene(c)
             assert scene.id == c.custom["scene_id"]
             from PIL import Image
@@ -176,14 +178,21 @@ def test_tiny_corpus_loads_through_asr_dataset_with_whisper_mel(corpus, tmp_path
 
 @pytest.mark.slow
 def test_mismatched_images_and_relocated_manifests(corpus, tmp_path):
+    from PIL import Image
+
     cuts = _cuts(corpus, "test_noisy_0")
-    swapped = with_mismatched_images(cuts, seed=3)
+    swapped = shuffle_images(cuts, seed=3, carry=("scene",))
     assert [c.id for c in swapped] == [c.id for c in cuts]
     for c, s in zip(cuts, swapped):
-        assert s.custom["image_scene_id"] != c.custom["scene_id"]
         assert s.custom["image"] != c.custom["image"] and Path(s.custom["image"]).is_file()
-        assert s.supervisions[0].text == c.supervisions[0].text
-    assert [c.custom["image"] for c in with_mismatched_images(cuts, seed=3)] == [c.custom["image"] for c in swapped]
+        assert s.custom[ORIGINAL_FIELD] == c.custom["image"] and s.custom["original_scene"] == c.custom["scene"]
+        assert s.supervisions[0].text == c.supervisions[0].text and s.custom["keywords"] == c.custom["keywords"]
+        # the scene description moved with the picture: it describes what the cut now shows
+        shown = cut_scene(s)
+        assert shown.id != c.custom["scene_id"]
+        with Image.open(s.custom["image"]) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(render_scene(shown)))
+    assert [c.custom["image"] for c in shuffle_images(cuts, seed=3)] == [c.custom["image"] for c in swapped]
     written = write_manifests(str(corpus), str(tmp_path / "m"))
     assert sorted(written) == sorted(ALL_SETS)
 
@@ -198,27 +207,33 @@ def test_refuses_an_existing_directory(tmp_path):
 
 # --- pieces ----------------------------------------------------------------------------------
 
-def test_load_image_normalises_and_resizes(tmp_path):
+def test_pictures_load_as_the_image_encoder_expects(tmp_path):
+    """The corpus's 224-px PNGs go through the one picture loader with EfficientNet-Lite0's
+    normalisation ((x - 127) / 128 of 0..255 pixels), not ImageNet's."""
+    import random
+
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    Image.fromarray(arr).save(tmp_path / "a.png")
-    x = load_image(tmp_path / "a.png", mean=(0, 0, 0), std=(1, 1, 1))
-    assert x.shape == (3, 224, 224) and np.allclose(x.permute(1, 2, 0).numpy(), arr / 255.0, atol=1e-6)
-    y = load_image(tmp_path / "a.png")
-    expected = (arr / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-    assert np.allclose(y.permute(1, 2, 0).numpy(), expected, atol=1e-5)
-    Image.fromarray(arr[:100, :150]).convert("L").save(tmp_path / "small.png")
-    assert load_image(tmp_path / "small.png").shape == (3, 224, 224)
+    from xasr.data.images import image_loading
+    from xasr.data.scenes import sample_scene
+    from xasr.models.image_encoder import ImageEncoderConfig
+
+    render_scene(sample_scene("s", random.Random(0))).save(tmp_path / "a.png")
+    data_cfg = type("D", (), {"images": True, "image_dir": ""})()
+    opts = image_loading(data_cfg, ImageEncoderConfig(name="efficientnet-lite0"))
+    x = load_image(tmp_path / "a.png", opts.size, opts.mean, opts.std)
+    with Image.open(tmp_path / "a.png") as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float64)
+    assert x.shape == (3, 224, 224)
+    assert np.allclose(x.permute(1, 2, 0).numpy(), (arr - 127.0) / 128.0, atol=1e-5)
 
 
 def test_unreadable_image_gives_a_clear_error(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"this is not a picture")
-    with pytest.raises(ScenesCorpusError, match="broken.png.*cannot be read"):
+    with pytest.raises(XasrError, match="broken.png.*cannot be read"):
         load_image(bad)
-    with pytest.raises(ScenesCorpusError, match="missing.png.*does not exist"):
+    with pytest.raises(XasrError, match="missing.png.*does not exist"):
         load_image(tmp_path / "missing.png")
 
 

@@ -3,6 +3,11 @@
 Usage:
   xasr decode --model-dir exp/stage2/model --cuts test=data/fbank/aishell_cuts_test.jsonl.gz \
       --methods ctc_greedy cif_greedy llm_greedy llm_beam --out-dir exp/stage2/decode --normalizer chinese_char
+  # a stage-3 model reads each cut's picture; the control: mismatched pictures, or none
+  xasr decode --model-dir exp/stage3/model --cuts test=data/manifests/scenes_cuts_test.jsonl.gz \
+      --methods llm_greedy --out-dir exp/stage3/decode_shuffled --image-shuffle-seed 0
+  xasr decode --model-dir exp/stage3/model --cuts test=data/manifests/scenes_cuts_test.jsonl.gz \
+      --methods llm_greedy --out-dir exp/stage3/decode_no_image --no-images
 """
 from __future__ import annotations
 
@@ -22,11 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--image-dir", default=None,
+                   help="where relative picture paths of the cuts are taken from (default: the model's data.image_dir)")
+    p.add_argument("--image-shuffle-seed", type=int, default=None,
+                   help="permute the pictures across each set's cuts (mismatched-image control)")
+    p.add_argument("--no-images", action="store_true", help="decode a model with the image path without pictures")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from xasr.data.images import image_loading
     from xasr.decoding.dataset_decode import decode_and_score
     from xasr.models.model import load_model_dir
 
@@ -39,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
         name, path = item.split("=", 1)
         sets[name] = path
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
+    images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
+    if args.image_shuffle_seed is not None and images is None:
+        raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")
     summaries = decode_and_score(model, units, sets, args.methods, args.out_dir, args.normalizer,
-                                 features=cfg.data.features, max_duration=args.max_duration, device=args.device)
+                                 features=cfg.data.features, max_duration=args.max_duration, device=args.device,
+                                 images=images, image_shuffle_seed=args.image_shuffle_seed)
     with open(f"{args.out_dir}/summary.json", "w") as f:
         json.dump([dict(s.__dict__, rtf=s.rtf) for s in summaries], f, indent=1)
     for s in summaries:

@@ -6,6 +6,9 @@ of a frozen encoder (:mod:`xasr.data.encoder_cache`); a sentencepiece model.
 Out: batches ``{"ids", "feats" (B, T, F), "feat_lens" (B,), "texts", "tokens" (B, U) padded
 with -1, "token_lens" (B,), "durations" (B,), "encoded"}``, longest utterance first. With
 ``encoded`` true, feats are already encoder outputs (B, T', D) and the model skips its encoder.
+With pictures (``images``, :mod:`xasr.data.images`): also ``"images"`` (B, 3, S, S), the picture
+each cut's ``custom["image"]`` names, preprocessed for the image encoder, and ``"has_image"``
+(B,) bool (False, with a zero picture, for a cut without one).
 
 Batches are duration-bucketed (lhotse's DynamicBucketingSampler, ``max_duration`` seconds of
 audio per batch). Under DDP every rank draws the same global batch and keeps its share
@@ -37,6 +40,11 @@ class DataConfig:
     # a directory made by `xasr cache-encoder`: train on the stored outputs of the frozen encoder
     # (train/valid manifests are read from there under the same file names); "" = run the encoder
     encoder_cache: str = ""
+    images: bool = False  # load the picture each cut names (custom["image"]): the image path, stage 3
+    image_dir: str = ""  # relative picture paths are taken from here ("" = the current directory)
+    # permute the pictures across the cuts of each set (xasr.data.images.shuffle_images): a
+    # mismatched-image control; None = every cut keeps its own picture
+    image_shuffle_seed: Optional[int] = None
 
 
 def batch_to(batch: dict, device) -> dict:
@@ -51,13 +59,16 @@ def batch_texts(cuts) -> List[str]:
 class AsrDataset(torch.utils.data.Dataset):
     """Map-style dataset whose index is a CutSet (one batch), as lhotse samplers produce."""
 
-    def __init__(self, units_model: Optional[str], features: str = "fbank", encoded: bool = False) -> None:
+    def __init__(self, units_model: Optional[str], features: str = "fbank", encoded: bool = False,
+                 images=None) -> None:
+        """``images``: an :class:`xasr.data.images.ImageLoading` to load pictures, or None."""
         import sentencepiece as spm
 
         if features not in ("fbank", "whisper_mel"):
             raise ValueError(f"features must be fbank or whisper_mel, not {features!r}")
         self.features = features
         self.encoded = encoded
+        self.images = images
         self.sp = spm.SentencePieceProcessor(model_file=units_model) if units_model else None
 
     def __getitem__(self, cuts) -> Dict[str, object]:
@@ -86,6 +97,10 @@ class AsrDataset(torch.utils.data.Dataset):
             "ids": [c.id for c in cuts], "feats": feats, "feat_lens": feat_lens, "texts": texts,
             "durations": torch.tensor([c.duration for c in cuts]), "encoded": self.encoded,
         }
+        if self.images is not None:
+            from xasr.data.images import collate_images
+
+            batch["images"], batch["has_image"] = collate_images(cuts, self.images)  # (B, 3, S, S), (B,)
         if self.sp is not None:
             toks = [self.sp.encode(t) for t in texts]
             lens = torch.tensor([len(t) for t in toks], dtype=torch.long)

@@ -104,11 +104,15 @@ def collate_images(cuts, opts: ImageLoading) -> Tuple[torch.Tensor, torch.Tensor
     return images, has
 
 
-def shuffle_images(cuts, seed: int = 0):
+def shuffle_images(cuts, seed: int = 0, carry: Sequence[str] = ()):
     """The cuts (an eager CutSet or a list) with their pictures permuted: every cut with a
     picture gets one of another picture (cuts sharing a picture move together), the same seed
     gives the same permutation. ``custom["original_image"]`` keeps the picture each cut came
-    with. Cuts without a picture are unchanged."""
+    with. Cuts without a picture are unchanged.
+
+    ``carry``: other custom fields that describe the picture and move with it (e.g. ``scene``
+    of the scenes corpus, :func:`xasr.data.multimodal.cut_scene`), taken from a cut that has
+    the new picture; each cut's own value is kept as ``original_<field>``."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy
 
@@ -120,11 +124,17 @@ def shuffle_images(cuts, seed: int = 0):
     random.Random(seed).shuffle(order)
     # each picture is replaced by the next one in a random cyclic order: no picture stays in place
     other: Dict[str, str] = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
+    described: Dict[str, dict] = {}  # picture -> the carried fields of a cut showing it
+    for c in cuts:
+        if c.custom and c.custom.get(IMAGE_FIELD):
+            described.setdefault(str(c.custom[IMAGE_FIELD]), {f: c.custom.get(f) for f in carry})
     out = []
     for c in cuts:
         if c.custom and c.custom.get(IMAGE_FIELD):
             own = str(c.custom[IMAGE_FIELD])
-            c = fastcopy(c, custom=dict(c.custom, **{IMAGE_FIELD: other[own], ORIGINAL_FIELD: own}))
+            moved = {f"original_{f}": c.custom.get(f) for f in carry}
+            moved.update(described[other[own]])
+            c = fastcopy(c, custom=dict(c.custom, **moved, **{IMAGE_FIELD: other[own], ORIGINAL_FIELD: own}))
         out.append(c)
     logger.info("shuffled the images of %d cuts (%d different images, seed %d)", len(out), len(paths), seed)
     return CutSet.from_cuts(out)

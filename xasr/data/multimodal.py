@@ -75,8 +75,6 @@ logger = logging.getLogger(__name__)
 CORPUS = "scenes"
 SPLITS = ("train", "dev", "test")
 EVAL_SPLITS = ("dev", "test")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what EfficientNet-Lite0 (efficientnet-lite-pytorch) expects
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RECORD = "scenes.json"
 FRAME = TARGET_SAMPLE_RATE // 100  # 10 ms
 MIN_PAUSE_FRAMES = 8  # a silence this long inside a sentence is a phrase break
@@ -115,64 +113,12 @@ class ScenesConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
-
-def load_image(path, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-               size: int = 224):
-    """A picture file -> float tensor (3, size, size): RGB in [0, 1], minus mean, over std.
-
-    Pictures of another size are resized (bilinear). Raises ScenesCorpusError naming the file
-    when it is missing or Pillow cannot read it.
-    """
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ScenesCorpusError(f"image {p} does not exist")
-    try:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0  # (H, W, 3)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ScenesCorpusError(f"image {p} cannot be read: {e}") from e
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"mean and std need 3 values each (std > 0), got {mean} and {std}")
-    x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
+# Pictures (loading and the mismatched-picture control are xasr.data.images': load_image,
+# shuffle_images; the image encoder says how its input is normalised)
 
 def cut_scene(cut) -> Scene:
     """The :class:`Scene` a cut of this corpus talks about (from ``cut.custom["scene"]``)."""
     return Scene.from_dict(json.loads(cut.custom["scene"]))
-
-
-def with_mismatched_images(cuts, seed: int = 0):
-    """The cuts with each ``image`` (and ``scene``) swapped for another scene's: the control
-    condition of a speech-with-image experiment. Every cut gets a picture of a different scene;
-    the same seed gives the same swap."""
-    from lhotse import CutSet
-    from lhotse.utils import fastcopy
-
-    scenes: Dict[str, dict] = {}
-    for c in cuts:
-        scenes.setdefault(c.custom["scene_id"], {"image": c.custom["image"], "scene": c.custom["scene"]})
-    ids = sorted(scenes)
-    if len(ids) < 2:
-        raise ScenesCorpusError("mismatched images need cuts of at least two scenes")
-    order = list(ids)
-    random.Random(seed).shuffle(order)
-    # a cyclic shift of a random order: a permutation without fixed points
-    other = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
-    out = []
-    for c in cuts:
-        new = other[c.custom["scene_id"]]
-        custom = dict(c.custom, image=scenes[new]["image"], scene=scenes[new]["scene"],
-                      image_scene_id=new)
-        out.append(fastcopy(c, custom=custom))
-    return CutSet.from_cuts(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 
 from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, batch_to, make_loader
@@ -37,9 +37,10 @@ class DecodeSummary:
 
 
 def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_duration: float = 60.0,
-                device: str = "cpu") -> Dict[str, str]:
-    """Hypotheses for every cut, batched by duration; returns {cut id: text}."""
-    dataset = AsrDataset(None, features)
+                device: str = "cpu", images=None) -> Dict[str, str]:
+    """Hypotheses for every cut, batched by duration; returns {cut id: text}. ``images``: an
+    :class:`xasr.data.images.ImageLoading` for a model with the image path, or None."""
+    dataset = AsrDataset(None, features, images=images)
     loader, _ = make_loader(cuts, dataset, DataConfig(max_duration=max_duration, shuffle=False), train=False)
     hyps: Dict[str, str] = {}
     bar = progress(len(cuts), f"decoding ({method})", unit="utt")
@@ -54,7 +55,10 @@ def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_du
 
 def decode_and_score(model, units, cut_paths: Dict[str, str], methods: Sequence[str], out_dir: str,
                      normalizer: str, features: str = "fbank", max_duration: float = 60.0,
-                     device: str = "cpu") -> List[DecodeSummary]:
+                     device: str = "cpu", images=None, image_shuffle_seed: Optional[int] = None
+                     ) -> List[DecodeSummary]:
+    """Decode and score each set; with ``image_shuffle_seed`` the pictures are permuted across
+    each set's cuts first (the mismatched-image control, :func:`xasr.data.images.shuffle_images`)."""
     from lhotse import CutSet
 
     out = Path(out_dir)
@@ -62,11 +66,15 @@ def decode_and_score(model, units, cut_paths: Dict[str, str], methods: Sequence[
     summaries = []
     for set_name, path in cut_paths.items():
         cuts = CutSet.from_file(path).to_eager()
+        if image_shuffle_seed is not None:
+            from xasr.data.images import shuffle_images
+
+            cuts = shuffle_images(cuts, image_shuffle_seed)
         refs = dict(zip([c.id for c in cuts], batch_texts(cuts)))
         audio = sum(c.duration for c in cuts)
         for method in methods:
             t0 = time.time()
-            hyps = decode_cuts(model, units, cuts, method, features, max_duration, device)
+            hyps = decode_cuts(model, units, cuts, method, features, max_duration, device, images=images)
             wall = time.time() - t0
             result = score(refs, hyps, normalizer)
             write_results(result, out, set_name, method=method)

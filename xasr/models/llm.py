@@ -184,6 +184,19 @@ class FrozenLLM(nn.Module):
         return {"input_ids": input_ids, "attention_mask": attention,
                 "labels": label_t if targets is not None else None}
 
+    def generation_inputs(self, speech: Sequence[torch.Tensor],
+                          image: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple:
+        """Embedded generation prompts for utterances with speech vectors (n_b, D) each (and
+        image vectors (m_b, D), or None for a row without a picture): inputs_embeds (B, L, D)
+        and attention_mask (B, L), left-padded (:meth:`build_inputs`)."""
+        n_image = None if image is None else [0 if v is None else int(v.shape[0]) for v in image]
+        inputs = self.build_inputs([int(s.shape[0]) for s in speech], n_image=n_image)
+        dev = speech[0].device
+        pictures = [v for v in (image or []) if v is not None]
+        emb = self.embed(inputs["input_ids"].to(dev), torch.cat(list(speech)),
+                         torch.cat(pictures) if pictures else None)
+        return emb, inputs["attention_mask"].to(dev)
+
     # ------------------------------------------------------------------ embedding and loss
     def embed(self, input_ids: torch.Tensor, speech: torch.Tensor,
               image: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -245,13 +258,17 @@ class FrozenLLM(nn.Module):
 
         limits = torch.tensor(list(max_new_tokens), device=inputs_embeds.device)
         stop_id = self.stop_id
-        prompt_len = inputs_embeds.shape[1]
 
         class RowLimit(LogitsProcessor):
+            start: Optional[int] = None
+
             def __call__(self, input_ids, scores):
-                # input_ids holds only generated tokens when generating from embeddings;
-                # with beams, rows are batch * num_beams in batch-major order
-                step = input_ids.shape[1] - (prompt_len if input_ids.shape[1] >= prompt_len else 0)
+                # the first call sees no generated token yet: its length is the offset to subtract
+                # (0 when generating from embeddings, the prompt length otherwise); with beams,
+                # rows are batch * num_beams in batch-major order
+                if self.start is None:
+                    self.start = input_ids.shape[1]
+                step = input_ids.shape[1] - self.start
                 lim = limits.repeat_interleave(scores.shape[0] // limits.shape[0])
                 done = step >= lim
                 if done.any():

@@ -3,6 +3,7 @@
     feats -> speech encoder -> CTC head                               (stage-1 loss, baseline)
                             -> C-Former (CIF + transformer) -> CE head (stage-1 loss, baseline)
                                        -> S-Adapter -> frozen LLM      (stage-2 loss, main decoder)
+    image -> frozen image encoder -> Q-Former -> I-Adapter --/         (stage 3, model.image.enabled)
 
 In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
 transcripts from any decoding method (``ctc_greedy``, ``cif_greedy``, ``llm_greedy``,
@@ -29,13 +30,15 @@ from xasr.models.cformer import CFormer, CFormerConfig
 from xasr.models.conformer import ConformerConfig
 from xasr.models.ctc import CtcHead
 from xasr.models.encoder_registry import ENCODERS
+from xasr.models.image_encoder import FrozenImageEncoder, ImageEncoderConfig
 from xasr.models.llm import FrozenLLM, LLMConfig
+from xasr.models.qformer import QFormer, QFormerConfig
 from xasr.models.whisper_encoder import WhisperEncoderConfig
 
 logger = logging.getLogger(__name__)
 
-DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam")
-PARTS = ("encoder", "ctc", "cformer", "adapter", "lora")
+DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_speculative", "llm_fast")
+PARTS = ("encoder", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
 
 @dataclass
@@ -46,19 +49,43 @@ class EncoderSection:
 
 
 @dataclass
+class ImageSection:
+    """The image path (stage 3): frozen image encoder -> Q-Former -> I-Adapter -> LLM."""
+    enabled: bool = False
+    encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderSection = field(default_factory=EncoderSection)
     cformer: CFormerConfig = field(default_factory=CFormerConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    image: ImageSection = field(default_factory=ImageSection)
     use_llm: bool = False  # stage 1 trains without the LLM
     vocab_size: int = 0  # set from the units
     ctc_weight: float = 0.5
+    # where the CIF weights come from: "predictor" (the C-Former's own conv + sigmoid) or "ctc"
+    # (the CTC head's non-blank probability per frame, detached: CTC spikes sit on units, so
+    # the C-Former fires one vector per unit as soon as CTC has learned to spike)
+    cif_alphas: str = "predictor"
+    # SpecAugment-style masks on the output of a frozen encoder, in training only (a frozen
+    # encoder gives the same vectors at every epoch; a trained one has its own spec_augment):
+    # up to frozen_time_masks spans of at most frozen_time_mask_ratio of the frames each, and
+    # frozen_dim_masks spans of at most frozen_dim_mask_width dimensions, set to zero
+    frozen_time_masks: int = 0
+    frozen_time_mask_ratio: float = 0.05
+    frozen_dim_masks: int = 0
+    frozen_dim_mask_width: int = 32
     ce_weight: float = 1.0
     quantity_weight: float = 1.0
     beam_size: int = 4  # llm_beam
     length_bound_factor: float = 1.5  # LLM output bound: factor * LLM tokens of the CIF-head text + margin
     length_bound_margin: int = 8
+    speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
+    fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
 
 def _trains(module: nn.Module) -> bool:
@@ -66,16 +93,25 @@ def _trains(module: nn.Module) -> bool:
 
 
 def _fingerprint(path: Path) -> str:
-    """sha256 over the names, sizes and contents of a pretrained directory's weight/config files."""
+    """sha256 over the names, sizes and contents of a pretrained directory's weight/config files
+    (or over the contents of one weights file)."""
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (
-        p.suffix in (".safetensors", ".gguf", ".bin") or p.name in ("config.json", "tokenizer.json")))
+    if path.is_file():
+        files, path = [path], path.parent
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and (
+            p.suffix in (".safetensors", ".gguf", ".bin") or p.name in ("config.json", "tokenizer.json")))
     for p in files:
         h.update(str(p.relative_to(path)).encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def never_saved(key: str) -> bool:
+    """State entries of the frozen LLM (LoRA aside) and image encoder, parameters and buffers."""
+    return (key.startswith("llm.") and "lora_" not in key) or key.startswith("image_encoder.")
 
 
 def _resolve(path_or_name: str, models_dir: Optional[str]) -> Path:
@@ -112,12 +148,26 @@ class XLLMSpeechModel(nn.Module):
                 ids = torch.arange(min(4096, self.llm.model.get_input_embeddings().weight.shape[0]))
                 rms = self.llm.model.get_input_embeddings()(ids).float().pow(2).mean().sqrt()
                 self.adapter.norm.weight.fill_(float(rms))
+        self.image_encoder: Optional[FrozenImageEncoder] = None
+        self.qformer: Optional[QFormer] = None
+        self.image_adapter: Optional[Adapter] = None
+        if cfg.image.enabled:
+            if self.llm is None:
+                raise ValueError("model.image.enabled needs model.use_llm=true (images reach the LLM)")
+            self.image_encoder = FrozenImageEncoder(cfg.image.encoder, models_dir=models_dir)
+            cfg.image.qformer.input_dim = self.image_encoder.output_dim
+            self.qformer = QFormer(cfg.image.qformer)
+            cfg.image.adapter.input_dim, cfg.image.adapter.output_dim = self.qformer.output_dim, self.llm.embed_dim
+            self.image_adapter = Adapter(cfg.image.adapter)
+            with torch.no_grad():  # like the S-Adapter: start at the scale of the LLM's embeddings
+                self.image_adapter.norm.weight.copy_(self.adapter.norm.weight)
 
     # ------------------------------------------------------------------ parts
     def train(self, mode: bool = True) -> "XLLMSpeechModel":
         """Parts with nothing to train stay in eval mode (no dropout in frozen parts)."""
         super().train(mode)
-        for part in (self.encoder, self.ctc, self.cformer, self.adapter, self.llm):
+        for part in (self.encoder, self.ctc, self.cformer, self.adapter, self.llm, self.image_encoder,
+                     self.qformer, self.image_adapter):
             if part is not None and not _trains(part):
                 part.eval()
         return self
@@ -129,6 +179,8 @@ class XLLMSpeechModel(nn.Module):
             if n.startswith("llm.") and "lora_" not in n:
                 names.append(n)
             elif self.cfg.encoder.name == "whisper" and n.startswith("encoder.") and self.cfg.encoder.whisper.freeze:
+                names.append(n)
+            elif n.startswith("image_encoder."):
                 names.append(n)
         return names
 
@@ -144,6 +196,8 @@ class XLLMSpeechModel(nn.Module):
             p.requires_grad_(part in parts and n not in pretrained)
         if "adapter" in parts and self.adapter is None:
             raise ValueError("the adapter trains only with model.use_llm=true")
+        if {"qformer", "image_adapter"} & set(parts) and self.qformer is None:
+            raise ValueError("the qformer and image_adapter train only with model.image.enabled=true")
 
     def frozen_parts(self) -> Dict[str, dict]:
         out = {}
@@ -153,25 +207,62 @@ class XLLMSpeechModel(nn.Module):
         if self.cfg.encoder.name == "whisper":
             d = Path(self.cfg.encoder.whisper.model_dir)
             out["encoder"] = {"path": str(d), "fingerprint": _fingerprint(d)}
+        if self.image_encoder is not None:
+            f = self.image_encoder.weights_file
+            out["image_encoder"] = {"path": str(f), "fingerprint": _fingerprint(f)}
         return out
 
     # ------------------------------------------------------------------ losses
     def encode(self, feats: Tensor, feat_lens: Tensor):
         return self.encoder(feats, feat_lens)  # (B, T', D), (B,)
 
+    def cif_alphas(self, h: Tensor, h_lens: Tensor) -> Optional[Tensor]:
+        """CIF weights (B, T) from the CTC head with ``cif_alphas: ctc``; None: the C-Former's predictor."""
+        if self.cfg.cif_alphas == "predictor":
+            return None
+        if self.cfg.cif_alphas != "ctc":
+            raise ValueError(f"model.cif_alphas must be predictor or ctc, not {self.cfg.cif_alphas!r}")
+        with torch.no_grad():
+            return 1.0 - self.ctc(h)[..., self.ctc.blank_id].exp()  # (B, T)
+
     def encode_batch(self, batch: dict):
         """Encoder outputs of a batch: computed, or as stored (``batch["encoded"]``, see
-        :mod:`xasr.data.encoder_cache`). Returns (h (B, T', D), h_lens (B,))."""
+        :mod:`xasr.data.encoder_cache`), masked in training when the encoder is frozen
+        (``frozen_*_masks``). Returns (h (B, T', D), h_lens (B,))."""
         if batch.get("encoded"):
             if _trains(self.encoder):
                 raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
-            return batch["feats"], batch["feat_lens"]
-        return self.encode(batch["feats"], batch["feat_lens"])
+            h, h_lens = batch["feats"], batch["feat_lens"]
+        else:
+            h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
+        if self.training and not _trains(self.encoder):
+            h = self._mask_frozen(h, h_lens)
+        return h, h_lens
+
+    def _mask_frozen(self, h: Tensor, h_lens: Tensor) -> Tensor:
+        cfg = self.cfg
+        if cfg.frozen_time_masks <= 0 and cfg.frozen_dim_masks <= 0:
+            return h
+        B, T, D = h.shape
+        keep = torch.ones(B, T, D, dtype=torch.bool, device=h.device)
+        for b in range(B):
+            n = int(h_lens[b])
+            width = max(1, int(cfg.frozen_time_mask_ratio * n))
+            for _ in range(cfg.frozen_time_masks):
+                w = int(torch.randint(0, width + 1, (1,)))
+                t0 = int(torch.randint(0, max(1, n - w + 1), (1,)))
+                keep[b, t0:t0 + w] = False
+            for _ in range(cfg.frozen_dim_masks):
+                w = int(torch.randint(0, cfg.frozen_dim_mask_width + 1, (1,)))
+                d0 = int(torch.randint(0, max(1, D - w + 1), (1,)))
+                keep[b, :, d0:d0 + w] = False
+        return h * keep.to(h.dtype)  # (B, T, D)
 
     def forward(self, batch: dict, stage: int) -> Dict[str, Tensor]:
         """Losses for a batch: stage 1 (CTC + CE + quantity) or stage 2 (LLM cross-entropy,
-        plus the stage-1 losses when the C-Former still trains). ``loss`` is a sum over
-        tokens; ``num_tokens`` is what to divide by."""
+        plus the stage-1 losses when the C-Former still trains); stage 3 is stage 2 with the
+        image path (rows with a picture get its query vectors in the prompt, see
+        :meth:`image_vectors`). ``loss`` is a sum over tokens; ``num_tokens`` is what to divide by."""
         feats = batch["feats"]
         tokens, token_lens = batch["tokens"], batch["token_lens"]
         grad = torch.is_grad_enabled()
@@ -179,7 +270,7 @@ class XLLMSpeechModel(nn.Module):
             h, h_lens = self.encode_batch(batch)
         out: Dict[str, Tensor] = {}
         with torch.set_grad_enabled(grad and (_trains(self.encoder) or _trains(self.cformer))):
-            cf = self.cformer(h, h_lens, target_lens=token_lens)
+            cf = self.cformer(h, h_lens, target_lens=token_lens, alphas=self.cif_alphas(h, h_lens))
         n_units = token_lens.sum()
         if stage == 1 or _trains(self.cformer):
             log_probs = self.ctc(h)
@@ -197,45 +288,101 @@ class XLLMSpeechModel(nn.Module):
             return out
         if self.llm is None or self.adapter is None:
             raise ValueError("stage 2 needs model.use_llm=true")
+        if stage == 3 and self.qformer is None:
+            raise ValueError("stage 3 needs model.image.enabled=true")
         speech = self.adapter(cf.vectors)  # (B, N, D_llm)
         flat = torch.cat([speech[b, :int(cf.lens[b])] for b in range(speech.shape[0])])
-        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch["texts"])
+        images = self.image_vectors(batch)  # per row (Q, D_llm) or None
+        n_image = None if images is None else [0 if v is None else int(v.shape[0]) for v in images]
+        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch["texts"], n_image=n_image)
         dev = feats.device
-        emb = self.llm.embed(inputs["input_ids"].to(dev), flat)
+        image_flat = torch.cat([v for v in images if v is not None]) if n_image and any(n_image) else None
+        emb = self.llm.embed(inputs["input_ids"].to(dev), flat, image_flat)
         llm_loss, n_llm, correct = self.llm.loss(emb, inputs["attention_mask"].to(dev), inputs["labels"].to(dev))
         n = torch.tensor(float(n_llm), device=dev)
         out["llm"] = llm_loss.detach() / max(1, n_llm)  # per token, for the log
         out["llm_acc"] = torch.tensor(correct / max(1, n_llm), device=dev)
         # stage-1 losses are per unit: scale them to the LLM token count so the sum stays a per-token mean
         out["loss"] = llm_loss if stage1 is None else llm_loss + stage1 * (n / n_units.clamp(min=1))
+        if image_flat is None and self.qformer is not None and torch.is_grad_enabled():
+            # a batch without pictures: the image interface stays in the graph with zero gradients, so
+            # that backward (and DDP's reduction) sees the same parameters in every batch
+            image_params = [p for m in (self.qformer, self.image_adapter) for p in m.parameters() if p.requires_grad]
+            out["loss"] = out["loss"] + 0.0 * sum(p.sum() for p in image_params)
         out["num_tokens"] = n
+        return out
+
+    def image_vectors(self, batch: dict) -> Optional[List[Optional[Tensor]]]:
+        """The I-Adapter's vectors (num_queries, D_llm) of each row with a picture, None for
+        rows without one (``batch["has_image"]`` False); None for the whole batch when the model
+        has no image path or the batch no ``images``."""
+        if self.qformer is None or batch.get("images") is None:
+            return None
+        has = batch["has_image"].bool()  # (B,)
+        out: List[Optional[Tensor]] = [None] * int(has.shape[0])
+        rows = has.nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            return out
+        feats, lens, grids = self.image_encoder(batch["images"][rows])  # (B_img, N, C), (B_img,), [(h, w)]
+        trains = _trains(self.qformer) or _trains(self.image_adapter)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
+            vectors = self.image_adapter(self.qformer(feats, lens, grids))  # (B_img, Q, D_llm)
+        for j, b in enumerate(rows.tolist()):
+            out[b] = vectors[j]
         return out
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
     def decode(self, batch: dict, method: str, units) -> List[str]:
-        """Transcripts of a batch. ``units`` is the sentencepiece processor of the model."""
+        """Transcripts of a batch. ``units`` is the sentencepiece processor of the model.
+
+        ``llm_speculative`` gives the ``llm_greedy`` transcripts with fewer LLM passes: the CIF
+        head's (or with ``speculative_draft: ctc`` the CTC head's) transcript is the draft the
+        LLM verifies (:mod:`xasr.decoding.speculative`). ``llm_fast`` takes a draft without the
+        LLM when its head is confident (``fast_path_threshold``), so its output may differ. The
+        work done is left in ``last_decode_stats`` (a ``DecodeStats``).
+        """
+        from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
+                                               head_confidence, speculative_decode)
+
         if method not in DECODING_METHODS:
             raise ValueError(f"unknown decoding method {method!r}; choose from {DECODING_METHODS}")
         h, h_lens = self.encode_batch(batch)
+        self.last_decode_stats = DecodeStats(utterances=int(h.shape[0]))
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
-        cf = self.cformer(h, h_lens)
+        cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens))
         cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
         if method == "cif_greedy":
             return cif_texts
         if self.llm is None or self.adapter is None:
             raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        speech = self.adapter(cf.vectors)
-        lens = cf.lens.clamp(min=1)  # an empty utterance still gets one vector
-        flat = torch.cat([speech[b, :int(lens[b])] if int(cf.lens[b]) > 0 else speech.new_zeros(1, speech.shape[-1])
-                          for b in range(speech.shape[0])])
-        inputs = self.llm.build_inputs(lens.tolist())
-        dev = h.device
-        emb = self.llm.embed(inputs["input_ids"].to(dev), flat)
+        speech = self.adapter(cf.vectors)  # (B, N, D_llm)
+        rows = [speech[b, :n] if n > 0 else speech.new_zeros(1, speech.shape[-1])  # an empty utterance gets one vector
+                for b, n in enumerate(cf.lens.tolist())]
         bounds = [self.length_bound(t) for t in cif_texts]
-        beams = 1 if method == "llm_greedy" else self.cfg.beam_size
-        texts = self.llm.generate(emb, inputs["attention_mask"].to(dev), bounds, num_beams=beams)
+        images = self.image_vectors(batch)  # per row (Q, D_llm) or None
+        if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
+            raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
+        if method in ("llm_speculative", "llm_fast"):
+            if self.cfg.speculative_draft == "ctc":
+                log_probs = self.ctc(h)  # (B, T, V)
+                draft_texts = [units.decode(u) for u in self.ctc.greedy_decode(log_probs, h_lens)]
+                confidence = head_confidence(log_probs, h_lens)
+            elif self.cfg.speculative_draft == "cif":
+                draft_texts, confidence = cif_texts, head_confidence(cf.logits, cf.lens)
+            else:
+                raise ValueError(f"speculative_draft must be cif or ctc, not {self.cfg.speculative_draft!r}")
+            ids, self.last_decode_stats = speculative_decode(
+                self.llm, rows, [draft_ids(self.llm, t) for t in draft_texts], bounds, confidence,
+                self.cfg.fast_path_threshold if method == "llm_fast" else None)
+        else:
+            emb, mask = self.llm.generation_inputs(rows, images)
+            with PassCounter(self.llm.model) as counter:
+                ids = self.llm.generate_ids(emb, mask, bounds,
+                                            num_beams=1 if method == "llm_greedy" else self.cfg.beam_size)
+            self.last_decode_stats = greedy_stats(counter, ids)
+        texts = [self.llm.decode(r) for r in ids]
         if self.cfg.llm.target_case == "lower":
             texts = [t.upper() for t in texts]
         return texts
@@ -265,7 +412,7 @@ def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) 
     tmp.mkdir(parents=True)
     skip = set(model.pretrained_param_names())
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if k not in skip and not (k.startswith("llm.") and "lora_" not in k)}
+             if k not in skip and not never_saved(k)}
     save_file(state, str(tmp / WEIGHTS))
     OmegaConf.save(cfg, tmp / CONFIG)
     shutil.copy(units_model, tmp / UNITS)
@@ -309,7 +456,7 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     state = load_file(str(d / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
     pretrained = set(model.pretrained_param_names())
-    missing = [k for k in missing if k not in pretrained and not (k.startswith("llm.") and "lora_" not in k)]
+    missing = [k for k in missing if k not in pretrained and not never_saved(k)]
     if missing or unexpected:
         raise XasrError(f"{d / WEIGHTS} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()
