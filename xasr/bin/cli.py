@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "train": "train",
     "decode": "decode",
     "models": "models",
+    "benchmark": "benchmark",
     "transcribe": "transcribe",
 }
 
