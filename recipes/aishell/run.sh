@@ -12,7 +12,7 @@
 #   1  manifests: lhotse's prepare_aishell -> data/manifests/aishell_cuts_{train,dev,test}.jsonl.gz
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/aishell_cuts_{train,dev,test}.jsonl.gz
 #   3  units:     sentencepiece characters -> data/lang_char/unit.model
-#   4-8 models, stage-1 and stage-2 training, decoding, results (tools/model_stages.sh)
+#   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
 # Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
 set -euo pipefail
 
@@ -30,7 +30,8 @@ max_duration=20.0
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
-decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam"
+decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam llm_speculative"
+benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 
 help_message="Usage: $0 [options]
 Aishell-1 recipe: corpus, manifests, fbank features, character units.
@@ -49,7 +50,8 @@ Options (default in brackets):
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
   --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
   --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
-  --decode-methods STR decoding methods ["$decode_methods"]"
+  --decode-methods STR decoding methods ["$decode_methods"]
+  --benchmark-hf BOOL  also benchmark transformers Whisper base [$benchmark_hf]"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/../../tools/parse_options.sh"

@@ -13,7 +13,7 @@
 #                 data/manifests/librispeech_cuts_{part}.jsonl.gz (train-clean-100, dev-clean, ...)
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/librispeech_cuts_{part}.jsonl.gz
 #   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
-#   4-8 models, stage-1 and stage-2 training, decoding, results (tools/model_stages.sh)
+#   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
 # Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
 set -euo pipefail
 
@@ -31,7 +31,8 @@ max_duration=20.0
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
-decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam"
+decode_methods="ctc_greedy cif_greedy llm_greedy llm_beam llm_speculative"
+benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 vocab_size=500         # BPE units
 
 help_message="Usage: $0 [options]
@@ -52,6 +53,7 @@ Options (default in brackets):
   --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
   --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
   --decode-methods STR decoding methods ["$decode_methods"]
+  --benchmark-hf BOOL  also benchmark transformers Whisper base [$benchmark_hf]
   --vocab-size N       BPE units [$vocab_size]"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

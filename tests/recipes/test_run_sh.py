@@ -113,8 +113,9 @@ def test_bad_corpus_dir_fails_with_the_file_named(recipe_copy, tiny_aishell, tmp
 
 @pytest.mark.slow
 def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
-    """Every stage: corpus, manifests, features, units, models, stage 1, stage 2, decoding with
-    every method, scoring and the results table (tiny models and few steps: a plumbing test)."""
+    """Every stage: corpus, manifests, features, units, models, stored encoder outputs, stage 1,
+    stage 2, decoding with every method, scoring, the results table and the benchmark against
+    faster-whisper (tiny models and few steps: a plumbing test)."""
     from xasr.models.install import default_models_dir
 
     env = _env()
@@ -127,16 +128,19 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     d = recipe_copy / "recipes/librispeech"
-    for stage in range(9):
+    for stage in range(10):
         assert f"Stage {stage}:" in r.stdout
+    assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
     for s in ("dev-clean", "test-clean"):
-        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam"):
+        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_speculative"):
             wer = (d / f"exp/decode/wer-{s}-{m}.txt").read_text()
             assert wer.startswith("%WER ")
             assert (d / f"exp/decode/errs-{s}-{m}.txt").is_file()
     table = (d / "exp/decode/results.md").read_text()
     assert "| llm_greedy |" in table and "test-clean WER (%)" in table
     assert (d / "exp/stage1/loss.png").is_file() and (d / "exp/stage2/loss.png").is_file()
+    bench = (d / "exp/benchmark/benchmark.md").read_text()  # stage 9: xasr against faster-whisper
+    assert "fw-int8" in bench and "llm" in bench and (d / "exp/benchmark/benchmark.png").is_file()
     # a rerun skips the trained stages
     r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6"], capture_output=True, text=True,
                        env=env)
