@@ -128,9 +128,15 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
             num_buckets = max(1, min(num_buckets, len(cuts)))
         except TypeError:  # a lazy CutSet has no length
             pass
-        self.inner = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle,
-                                             num_buckets=num_buckets, seed=seed, world_size=1, rank=0,
-                                             drop_last=False)
+        if num_buckets < 2:  # lhotse's bucketing needs two buckets: one cut (or one bucket) is a simple list
+            from lhotse.dataset import SimpleCutSampler
+
+            self.inner = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
+                                          world_size=1, rank=0, drop_last=False)
+        else:
+            self.inner = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle,
+                                                 num_buckets=num_buckets, seed=seed, world_size=1, rank=0,
+                                                 drop_last=False)
 
         self.skip_batches = 0  # set to resume inside an epoch; applies to the next iteration only
 
