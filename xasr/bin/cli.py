@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "cache-encoder": "cache_encoder",
     "train": "train",
     "decode": "decode",
+    "mm-results": "mm_results",
     "models": "models",
     "benchmark": "benchmark",
     "transcribe": "transcribe",
