@@ -63,8 +63,21 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     assert any(k.startswith("encoder.") for k in w1) and not any(k.startswith("llm.") for k in w1)
 
     llm_dir = make_tiny_llm(tmp_path / "llm")
+    # the adapter fitted to the LLM's embeddings of the units, from the stage-1 model
+    import json
+    from xasr.bin.cli import main as cli
+    from xasr.models.model import load_model_dir
+    stage2 = ["train.stage=2", "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}"]
+    assert cli(["align-adapter", *_overrides(data, tmp_path / "unused", *stage2), "--init", str(s1),
+                "--out", str(tmp_path / "s2_init"), "--steps", "300", "--lr", "1e-2"]) == 0
+    fit = json.loads((tmp_path / "s2_init/align.json").read_text())
+    assert fit["vectors"] > 50 and fit["valid_vectors"] > 0 and fit["steps"] == 300
+    assert fit["squared_error"] < fit["target_variance"]
+    aligned, _, _ = load_model_dir(str(tmp_path / "s2_init"))  # a model directory, with stage 1 unchanged
+    w_init = _params(tmp_path / "s2_init")
+    assert all(torch.equal(w_init[k], v) for k, v in w1.items())
     s2 = train(load_experiment(_overrides(
-        data, tmp_path / "s2", "train.stage=2", "train.max_steps=4", f"train.init_from={s1}",
+        data, tmp_path / "s2", "train.stage=2", "train.max_steps=4", f"train.init_from={tmp_path / 's2_init'}",
         "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}")))
     w2 = _params(s2)
     assert any(k.startswith("adapter.") for k in w2)

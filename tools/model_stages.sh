@@ -8,7 +8,8 @@
 #   5  stage 1:  (with encoder_cache=true) store the frozen encoder's outputs for the training
 #                and validation cuts -> data/encoder_cache/; then the encoder side (CTC head +
 #                C-Former) on the ASR objective -> exp/stage1/model
-#   6  stage 2:  S-Adapter through the frozen LLM -> exp/stage2/model
+#   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
+#                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
 #   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt
 #   8  results:  the table of error rates and speeds -> exp/decode/results.md
 #   9  benchmark: the test set(s) with xasr (LLM and heads) against Whisper base (faster-whisper
@@ -50,8 +51,17 @@ if in_stages 6; then
   if [ -f "$exp_stage2/model/.done" ]; then
     log "Stage 6: stage-2 model already trained ($exp_stage2/model), skipped"
   else
-    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name ($exp_stage1/model -> $exp_stage2/model)"
-    xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="$exp_stage1/model" \
+    if [ -f "${exp_stage2}_init/.done" ]; then
+      log "Stage 6: S-Adapter already fitted to the LLM's embeddings (${exp_stage2}_init), skipped"
+    else
+      log "Stage 6: fit the S-Adapter to $llm_name's embeddings of the units ($exp_stage1/model -> ${exp_stage2}_init)"
+      xasr --log-file log/stage6-align.log align-adapter experiment="${corpus}_stage2" models_dir="$models_dir" \
+        data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage2_overrides[@]}" \
+        --init "$exp_stage1/model" --out "${exp_stage2}_init"
+      touch "${exp_stage2}_init/.done"
+    fi
+    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model)"
+    xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
       models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"
   fi

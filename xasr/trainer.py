@@ -151,18 +151,10 @@ class Trainer:
 
         from lhotse import CutSet
 
-        train_paths, valid_paths = list(cfg.data.train_cuts), list(cfg.data.valid_cuts)
-        cache = cfg.data.encoder_cache
-        if cache:  # stored outputs of the frozen encoder, under the same manifest names
-            from xasr.data.encoder_cache import cached_manifest, check_cache
+        from xasr.data.encoder_cache import experiment_manifests
 
-            check_cache(cache, cfg.model, cfg.data.features, cfg.models_dir)
-            train_paths = [cached_manifest(cache, p) for p in train_paths]
-            valid_paths = [cached_manifest(cache, p) for p in valid_paths]
-            for p in train_paths + valid_paths:
-                if not Path(p).is_file():
-                    raise XasrError(f"{p} is missing: run `xasr cache-encoder` on the same manifests first")
-            logger.info("training on stored encoder outputs from %s", cache)
+        train_paths, valid_paths = experiment_manifests(cfg)
+        cache = cfg.data.encoder_cache
         self.train_cuts = CutSet.from_files(train_paths) if len(train_paths) > 1 else CutSet.from_file(train_paths[0])
         self.valid_cuts = CutSet.from_file(valid_paths[0]) if valid_paths else None
         if cfg.data.image_shuffle_seed is not None:  # the mismatched-image control
@@ -204,34 +196,10 @@ class Trainer:
         the same shapes) are loaded; this model's other trained parts (e.g. the image path when
         stage 3 starts from a stage-2 model) keep their initialisation. The frozen parts both
         models use must be the same."""
-        import json
+        from xasr.models.model import init_from_dir
 
-        from safetensors.torch import load_file
-
-        from xasr.models.model import FROZEN, WEIGHTS, never_saved
-
-        d = Path(model_dir)
-        if not (d / WEIGHTS).is_file():
-            raise XasrError(f"train.init_from: {d / WEIGHTS} does not exist (not a trained model directory)")
-        then = json.loads((d / FROZEN).read_text()) if (d / FROZEN).is_file() else {}
-        if then:
-            now = self.model.frozen_parts()
-            for part in sorted(set(then) & set(now)):
-                if then[part]["fingerprint"] != now[part]["fingerprint"]:
-                    raise XasrError(f"train.init_from: {d} was trained with the frozen {part} at "
-                                    f"{then[part]['path']}, but this model's {part} ({now[part]['path']}) differs")
-        state = load_file(str(d / WEIGHTS))
-        own = self.model.state_dict()
-        loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-        if mismatched:
-            logger.warning("init_from %s: %d tensors have other shapes here and are not loaded: %s", d,
-                           len(mismatched), ", ".join(mismatched[:8]))
-        self.model.load_state_dict(loaded, strict=False)
-        skip = set(self.model.pretrained_param_names())
-        fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
-                        if k not in loaded and k not in skip and not never_saved(k)})
-        logger.info("initialised %d tensors from %s%s", len(loaded), d,
+        loaded, fresh = init_from_dir(self.model, model_dir)
+        logger.info("initialised %d tensors from %s%s", len(loaded), model_dir,
                     f"; not in it (initialised afresh): {', '.join(fresh)}" if fresh else "")
 
     def _ckpt_dir(self) -> Path:

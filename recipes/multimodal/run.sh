@@ -15,7 +15,7 @@
 #   2  models:  install whisper-base, smollm2-135m-instruct, efficientnet-lite0 (-> $XASR_MODELS_DIR)
 #   3  speech:  store the frozen Whisper encoder's outputs for train, train_noisy and dev
 #               (-> data/encoder_cache); stage 1, C-Former + CTC (-> exp/stage1/model); the S-Adapter
-#               fitted to the LLM's word embeddings (local/align_adapter.py -> exp/stage2_init);
+#               fitted to the LLM's word embeddings (xasr align-adapter -> exp/stage2_init);
 #               stage 2, S-Adapter into the frozen SmolLM2 (-> exp/stage2/model); clean + noisy
 #               speech, no pictures
 #   4  images:  stage 3, EfficientNet-Lite0 (frozen) -> Q-Former -> I-Adapter, LLM and speech path
@@ -146,9 +146,8 @@ if in_stages 3; then
     log "Stage 3: S-Adapter already fitted to the LLM's word embeddings (exp/stage2_init), skipped"
   else
     log "Stage 3: fit the S-Adapter to the LLM's word embeddings (exp/stage1/model -> exp/stage2_init)"
-    python local/align_adapter.py --stage1 exp/stage1/model --out exp/stage2_init experiment=scenes_stage2 \
-      "${common[@]}" data.encoder_cache="$cache_dir" "${stage2_overrides[@]}" > log/stage3-align.log 2>&1 \
-      || die "fitting the S-Adapter failed, see log/stage3-align.log"
+    xasr --log-file log/stage3-align.log align-adapter experiment=scenes_stage2 "${common[@]}" \
+      data.encoder_cache="$cache_dir" "${stage2_overrides[@]}" --init exp/stage1/model --out exp/stage2_init
     touch exp/stage2_init/.done
     timed stage3-align
   fi

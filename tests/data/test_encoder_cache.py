@@ -114,7 +114,7 @@ def test_training_reads_the_cache_and_refuses_another_encoder(setup, tmp_path):
                           str(cache))
     model_dir = train(cfg(f"data.encoder_cache={cache}", f"train.exp_dir={tmp_path / 'exp'}", "train.max_steps=2"))
     assert (model_dir / "model.safetensors").is_file()
-    assert "training on stored encoder outputs" in (tmp_path / "exp/train.log").read_text()
+    assert "reading stored encoder outputs" in (tmp_path / "exp/train.log").read_text()
 
     with pytest.raises(XasrError, match="num_layers"):
         train(cfg(f"data.encoder_cache={cache}", f"train.exp_dir={tmp_path / 'exp2'}",

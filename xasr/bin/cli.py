@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "compute-fbank": "compute_fbank",
     "train-units": "train_units",
     "cache-encoder": "cache_encoder",
+    "align-adapter": "align_adapter",
     "train": "train",
     "decode": "decode",
     "mm-results": "mm_results",

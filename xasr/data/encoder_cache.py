@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -48,6 +48,22 @@ def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
 
 def cached_manifest(cache_dir: str, manifest: str) -> str:
     return str(Path(cache_dir) / Path(manifest).name)
+
+
+def experiment_manifests(cfg) -> Tuple[List[str], List[str]]:
+    """The experiment's training and validation manifests; with ``data.encoder_cache`` the
+    stored encoder outputs under the same names (the cache checked against the model first)."""
+    train_paths, valid_paths = list(cfg.data.train_cuts), list(cfg.data.valid_cuts)
+    cache = cfg.data.encoder_cache
+    if cache:
+        check_cache(cache, cfg.model, cfg.data.features, cfg.models_dir)
+        train_paths = [cached_manifest(cache, p) for p in train_paths]
+        valid_paths = [cached_manifest(cache, p) for p in valid_paths]
+        for p in train_paths + valid_paths:
+            if not Path(p).is_file():
+                raise XasrError(f"{p} is missing: run `xasr cache-encoder` on the same manifests first")
+        logger.info("reading stored encoder outputs from %s", cache)
+    return train_paths, valid_paths
 
 
 def check_cache(cache_dir: str, model_cfg, features: str, models_dir=None) -> None:

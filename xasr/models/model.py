@@ -19,7 +19,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -421,6 +421,36 @@ def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) 
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], List[str]]:
+    """Load an earlier stage's weights into ``model``: the tensors it has with the same shapes
+    (others are listed in a warning). The frozen parts both use must have the same fingerprints.
+    Returns (names loaded, trained parts not in the directory, which keep their initialisation)."""
+    from safetensors.torch import load_file
+
+    d = Path(model_dir)
+    if not (d / WEIGHTS).is_file():
+        raise XasrError(f"train.init_from: {d / WEIGHTS} does not exist (not a trained model directory)")
+    then = json.loads((d / FROZEN).read_text()) if (d / FROZEN).is_file() else {}
+    if then:
+        now = model.frozen_parts()
+        for part in sorted(set(then) & set(now)):
+            if then[part]["fingerprint"] != now[part]["fingerprint"]:
+                raise XasrError(f"train.init_from: {d} was trained with the frozen {part} at "
+                                f"{then[part]['path']}, but this model's {part} ({now[part]['path']}) differs")
+    state = load_file(str(d / WEIGHTS))
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if mismatched:
+        logger.warning("init_from %s: %d tensors have other shapes here and are not loaded: %s", d,
+                       len(mismatched), ", ".join(mismatched[:8]))
+    model.load_state_dict(loaded, strict=False)
+    skip = set(model.pretrained_param_names())
+    fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
+                    if k not in loaded and k not in skip and not never_saved(k)})
+    return sorted(loaded), fresh
 
 
 def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",

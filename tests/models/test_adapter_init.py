@@ -1,0 +1,68 @@
+"""Fitting the S-Adapter to the LLM's embeddings of the units (xasr.models.adapter_init)."""
+import pytest
+import torch
+
+from tests.models.tiny_llm import make_tiny_llm
+from xasr.models.adapter import Adapter, AdapterConfig
+from xasr.models.adapter_init import fit_adapter, nearest_unit_accuracy, unit_targets
+
+
+@pytest.fixture(scope="module")
+def llm_and_units(tmp_path_factory):
+    import sentencepiece as spm
+
+    from xasr.models.llm import FrozenLLM, LLMConfig
+
+    d = tmp_path_factory.mktemp("align")
+    llm = FrozenLLM(LLMConfig(path=str(make_tiny_llm(d / "llm"))))
+    text = d / "text.txt"
+    text.write_text("\n".join(["the cat sat on the mat", "hello world", "one two three four five"] * 20))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(d / "unit"), vocab_size=30,
+                                   model_type="unigram", character_coverage=1.0, user_defined_symbols=["<sil>"])
+    return llm, spm.SentencePieceProcessor(model_file=str(d / "unit.model"))
+
+
+def test_unit_targets_are_mean_embeddings_of_the_spelling_tokens(llm_and_units):
+    llm, units = llm_and_units
+    t = unit_targets(units, llm)
+    emb = llm.model.get_input_embeddings().weight.detach().float()
+    assert t.shape == (units.get_piece_size(), emb.shape[1])
+    checked = 0
+    for i in range(units.get_piece_size()):
+        piece = units.id_to_piece(i)
+        if units.is_control(i) or units.is_unknown(i) or piece == "<sil>":
+            assert torch.all(t[i] == 0), piece  # special units get no target
+            continue
+        ids = llm.tokenizer.encode(piece.replace("\u2581", " "), add_special_tokens=False)
+        assert torch.allclose(t[i], emb[ids].mean(0)), piece
+        checked += 1
+    assert checked > 10
+
+
+def test_nearest_unit_accuracy_counts_hits():
+    targets = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # unit 0 has no target
+    out = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.8, 0.0]])
+    assert nearest_unit_accuracy(out, torch.tensor([1, 2, 2]), targets) == pytest.approx(2 / 3)
+
+
+def test_fit_maps_each_units_vectors_to_its_target():
+    torch.manual_seed(0)
+    V, dim, D = 12, 16, 24
+    centres = torch.randn(V, dim)
+    targets = torch.randn(V, D)
+    targets[0] = 0  # a unit without a target: its vectors are left out of the fit
+    y = torch.randint(0, V, (3000,))
+    x = centres[y] + 0.1 * torch.randn(3000, dim)
+    vy = torch.randint(1, V, (300,))
+    vx = centres[vy] + 0.1 * torch.randn(300, dim)
+    adapter = Adapter(AdapterConfig(input_dim=dim, output_dim=D, hidden_dim=32, dropout=0.0))
+    stats = fit_adapter(adapter, x, y, targets, valid=(vx, vy), steps=400, lr=5e-3, batch_size=128)
+    assert stats.vectors == int((y != 0).sum()) and stats.valid_vectors == 300
+    assert stats.squared_error < 0.1 * stats.target_variance
+    assert stats.train_nearest_unit_accuracy > 0.95 and stats.valid_nearest_unit_accuracy > 0.95
+
+
+def test_fit_refuses_units_without_targets():
+    with pytest.raises(ValueError, match="none of the units"):
+        fit_adapter(torch.nn.Linear(4, 4), torch.randn(5, 4), torch.zeros(5, dtype=torch.long),
+                    torch.zeros(3, 4), steps=2)
