@@ -18,8 +18,10 @@
 #               fitted to the LLM's word embeddings (xasr align-adapter -> exp/stage2_init);
 #               stage 2, S-Adapter into the frozen SmolLM2 (-> exp/stage2/model); clean + noisy
 #               speech, no pictures
-#   4  images:  stage 3, EfficientNet-Lite0 (frozen) -> Q-Former -> I-Adapter, LLM and speech path
-#               frozen, clean + noisy training speech with its pictures (-> exp/stage3/model)
+#   4  images:  the Q-Former + I-Adapter first fitted to the LLM's embeddings of each picture's words
+#               (local/align_image.py -> exp/stage3_init); then stage 3, EfficientNet-Lite0 (frozen)
+#               -> Q-Former -> I-Adapter, LLM and speech path frozen, clean + noisy training speech
+#               with its pictures (-> exp/stage3/model)
 #   5  decode:  the --decode-sets with llm_greedy in three conditions, all with the stage-3 model:
 #               speech only (--no-images: the stage-2 speech path), the cut's own picture, another
 #               scene's picture (shuffled with --shuffle-seed) -> exp/decode/{speech,image,shuffled}/
@@ -40,6 +42,8 @@ vocab_size=256         # BPE units
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
 stage3_opts=""         # extra hydra overrides for stage-3 training
+image_fit_scenes=1000  # new scenes drawn (besides the training ones) to fit the image path before stage 3
+image_fit_epochs=40    # epochs of that fit
 decode_sets="test test_noisy_5 test_noisy_0 test_masked"
 decode_max_utts=0      # decode only the first N utterances of each set (0: all)
 shuffle_seed=0         # the mismatched-image control's permutation
@@ -61,6 +65,8 @@ Options (default in brackets):
   --stage1-opts STR     hydra overrides for stage-1 training [\"$stage1_opts\"]
   --stage2-opts STR     hydra overrides for stage-2 training [\"$stage2_opts\"]
   --stage3-opts STR     hydra overrides for stage-3 training [\"$stage3_opts\"]
+  --image-fit-scenes N  new scenes drawn to fit the image path before stage 3 [$image_fit_scenes]
+  --image-fit-epochs N  epochs of that fit [$image_fit_epochs]
   --decode-sets STR     test sets to decode [\"$decode_sets\"]
   --decode-max-utts N   decode the first N utterances of each set, 0 for all [$decode_max_utts]
   --shuffle-seed N      seed of the mismatched-image permutation [$shuffle_seed]
@@ -166,10 +172,21 @@ if in_stages 4; then
   if [ -f exp/stage3/model/.done ]; then
     log "Stage 4: stage-3 model already trained (exp/stage3/model), skipped"
   else
+    if [ -f exp/stage3_init/.done ]; then
+      log "Stage 4: image path already fitted to the scenes' words (exp/stage3_init), skipped"
+    else
+      log "Stage 4: fit the Q-Former + I-Adapter to the LLM's embeddings of each picture's words" \
+          "(exp/stage2/model + $image_fit_scenes new scenes -> exp/stage3_init)"
+      python local/align_image.py --init exp/stage2/model --out exp/stage3_init \
+        --extra-scenes "$image_fit_scenes" --epochs "$image_fit_epochs" experiment=scenes_stage3 "${common[@]}" \
+        "${stage3_overrides[@]}" > log/stage4-align.log 2>&1 || die "fitting the image path failed, see log/stage4-align.log"
+      touch exp/stage3_init/.done
+      timed stage4-align
+    fi
     log "Stage 4: train stage 3, pictures through the Q-Former into the frozen SmolLM2" \
-        "(exp/stage2/model + pictures -> exp/stage3/model)"
+        "(exp/stage3_init/model + pictures -> exp/stage3/model)"
     xasr --log-file log/stage4-train3.log train experiment=scenes_stage3 "${common[@]}" \
-      data.encoder_cache="$cache_dir" "${stage3_overrides[@]}"
+      data.encoder_cache="$cache_dir" train.init_from=exp/stage3_init/model "${stage3_overrides[@]}"
     touch exp/stage3/model/.done
     timed stage4-train3
   fi
