@@ -326,8 +326,9 @@ class Trainer:
     def _budget_fit(self, fit: Optional[tuple], start: float, start_step: int, budget: float) -> Optional[tuple]:
         """Fit the learning-rate schedule to the time budget: first after a few steps, then again
         each time a tenth of the budget has passed, with the step time measured since the first
-        fit (start-up excluded; validation and checkpoints included). The schedule never grows
-        beyond the one planned from num_epochs / max_steps."""
+        fit (start-up excluded; validation and checkpoints included), and at the schedule's last
+        step if time is left. The schedule never grows beyond the one planned from num_epochs /
+        max_steps."""
         now = time.time()
         done = self.step - start_step
         if fit is None:
@@ -336,7 +337,9 @@ class Trainer:
             self._fit_schedule_to_budget((now - start) / done, now - start, budget)
             return (now, self.step, now)
         t0, s0, last = fit
-        if now - last < budget / 10 or self.step == s0:
+        # refit each tenth of the budget, and whenever the schedule is about to end (the first fit
+        # counts start-up and can end the schedule long before the budget does)
+        if (now - last < budget / 10 and self.step < self.total_steps) or self.step == s0:
             return fit
         self._fit_schedule_to_budget((now - t0) / (self.step - s0), now - start, budget)
         return (t0, s0, now)
