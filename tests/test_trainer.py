@@ -146,3 +146,35 @@ def test_two_process_ddp_equals_single_process(data, tmp_path):
     a, b = _params(tmp_path / "one/model"), _params(tmp_path / "two/model")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+def test_select_by_valid_keeps_the_checkpoint_of_lowest_validation_loss(data, tmp_path):
+    import json
+
+    from xasr.trainer import train
+
+    exp = tmp_path / "sel"
+    out = train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.num_epochs=4", "train.save_interval=1000",
+                                           "train.keep_last=1", "train.select_by=valid", "optim.lr=0.05")))
+    scored = {int(json.loads((c / "valid.json").read_text())["step"]): json.loads((c / "valid.json").read_text())
+              for c in (exp / "checkpoints").glob("ckpt-*") if (c / "valid.json").is_file()}
+    best = min(scored, key=lambda s: scored[s]["valid_loss"])
+    # the best checkpoint survives keep_last=1, and the model directory holds its weights
+    final = _params(out)
+    from safetensors.torch import load_file
+    kept = load_file(str(exp / "checkpoints" / f"ckpt-{best}" / "trainable.safetensors"))
+    # keep_last=1 keeps the last and the best; lr 0.05 makes the last worse than an earlier one
+    assert len(scored) == 2 and best < max(scored)
+    assert kept and all(torch.equal(final[k], v) for k, v in kept.items())
+    assert "lowest validation loss" in (exp / "train.log").read_text()
+
+
+def test_resume_with_more_steps_trains_on(data, tmp_path):
+    from xasr.trainer import train
+
+    exp = tmp_path / "more"
+    common = ["train.num_epochs=100", "train.save_interval=2", "train.average_last=1"]
+    train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=4", *common)))
+    train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=7", *common)))
+    log = (exp / "train.log").read_text()
+    assert "resumed from" in log and "training done: 7 steps" in log

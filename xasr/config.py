@@ -44,7 +44,8 @@ class TrainConfig:
     log_interval: int = 10
     save_interval: int = 100  # steps between checkpoints (and one at every epoch end)
     keep_last: int = 3
-    average_last: int = 1  # the final model averages the last N checkpoints
+    average_last: int = 1  # the final model averages the last N checkpoints ...
+    select_by: str = "last"  # ... or, with "valid", the N of lowest validation loss (epoch ends)
     valid_max_batches: int = 0  # 0: the whole validation set
     seed: int = 42
     dtype: str = "float32"  # "bfloat16" for autocast on GPUs

@@ -14,6 +14,7 @@ process computes with the same global batch.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from xasr.utils.logging import setup_logging
 logger = logging.getLogger(__name__)
 
 BUDGET_CALIBRATION_STEPS = 20  # steps timed before fitting the schedule to train.max_minutes
+VALID_JSON = "valid.json"  # a checkpoint saved right after validation: its validation loss
 BUDGET_SAFETY = 0.9  # share of the budget planned for steps (validation and saving take the rest)
 
 
@@ -48,14 +50,22 @@ def _dist_info():
 
 def _setup_distributed(device: torch.device) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # collectives and barriers use this process's GPU
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
 
 
 def _pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
+        if not torch.cuda.is_available():
+            raise XasrError("train.device=cuda, but torch sees no CUDA device here (use cpu or auto)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if name != "cpu":
+        raise XasrError(f"train.device must be auto, cpu or cuda, not {name!r}")
     return torch.device(name)
 
 
@@ -111,6 +121,10 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.exp_dir = Path(tc.exp_dir)
+        if tc.dtype not in ("float32", "bfloat16"):
+            raise XasrError(f"train.dtype must be float32 or bfloat16 (autocast), not {tc.dtype!r}")
+        if tc.select_by not in ("last", "valid"):
+            raise XasrError(f"train.select_by must be last or valid, not {tc.select_by!r}")
         self.device = _pick_device(tc.device)
         _setup_distributed(self.device)
         self.world_size, self.rank = _dist_info()
@@ -212,7 +226,7 @@ class Trainer:
         return sorted((p for p in d.glob("ckpt-*") if not p.name.endswith(".partial")),
                       key=lambda p: int(p.name.split("-")[1]))
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, valid_loss: Optional[float] = None) -> None:
         if self.rank == 0:
             from safetensors.torch import save_file
 
@@ -224,14 +238,19 @@ class Trainer:
             save_file({k: v.contiguous() for k, v in trainable_state(self.model).items()},
                       str(tmp / "trainable.safetensors"))
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                        "step": self.step, "total_steps": self.total_steps,
+                        "planned_steps": self.planned_steps, "epoch": self.epoch,
                         "batch_in_epoch": self.batch_in_epoch,
                         "rng": _rng_state(), "metrics": self.metrics}, tmp / "state.pt")
+            if valid_loss is not None:
+                (tmp / VALID_JSON).write_text(json.dumps({"step": self.step, "valid_loss": valid_loss}))
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
+            keep = set(self._final_checkpoints()) if self.cfg.train.select_by == "valid" else set()
             for old in self.checkpoints()[:-max(self.cfg.train.keep_last, self.cfg.train.average_last)]:
-                shutil.rmtree(old)
+                if old not in keep:
+                    shutil.rmtree(old)
             logger.info("saved %s", final)
         if self.world_size > 1:
             dist.barrier()
@@ -253,7 +272,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.metrics = state["metrics"]
-        self.total_steps = state.get("total_steps", self.total_steps)
+        if state.get("planned_steps", self.planned_steps) == self.planned_steps:
+            self.total_steps = state.get("total_steps", self.total_steps)  # as fitted to the time budget
+        else:  # train.max_steps / num_epochs changed since the checkpoint: the new plan holds
+            logger.info("the schedule now spans %d steps (the checkpoint's run planned %d)", self.total_steps,
+                        state["planned_steps"])
         _set_rng_state(state["rng"])
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", last, self.step, self.epoch,
                     self.batch_in_epoch)
@@ -318,7 +341,7 @@ class Trainer:
                 logger.info("epoch %d step %d: validation loss %.4f per token", self.epoch, self.step, valid)
             if self.writer is not None:
                 self.writer.add_scalar("valid/loss", valid, self.step)
-            self.save_checkpoint()
+            self.save_checkpoint(valid_loss=valid)
         wall = time.time() - start
         logger.info("training done: %d steps in %.1f min; peak memory: %s", self.step, wall / 60, peak_memory())
         return self.finish()
@@ -425,7 +448,16 @@ class Trainer:
 
         out = self.exp_dir / "model"
         if self.rank == 0:
-            ckpts = self.checkpoints()[-max(1, self.cfg.train.average_last):]
+            ckpts = self._final_checkpoints()
+            if self.cfg.train.select_by == "valid" and ckpts:
+                logger.info("lowest validation loss: %s", ", ".join(
+                    f"{c.name} ({_valid_loss(c):.4f})" for c in ckpts))
+            if len(ckpts) == 1 and ckpts[0] != self.checkpoints()[-1]:  # an earlier checkpoint's weights
+                params = dict(self.model.named_parameters())
+                with torch.no_grad():
+                    for k, v in load_file(str(ckpts[0] / "trainable.safetensors")).items():
+                        params[k].copy_(v)
+                logger.info("final model: %s", ckpts[0].name)
             if len(ckpts) > 1:
                 avg = None
                 for c in ckpts:
@@ -444,6 +476,18 @@ class Trainer:
             dist.barrier()
         return out
 
+    def _final_checkpoints(self) -> List[Path]:
+        """The checkpoints the final model averages: the last ``average_last``, or with
+        ``select_by: valid`` the ``average_last`` of lowest validation loss (in step order)."""
+        n = max(1, self.cfg.train.average_last)
+        ckpts = self.checkpoints()
+        if self.cfg.train.select_by == "valid":
+            scored = [c for c in ckpts if (c / VALID_JSON).is_file()]
+            if scored:
+                best = sorted(scored, key=_valid_loss)[:n]
+                return sorted(best, key=lambda p: int(p.name.split("-")[1]))
+        return ckpts[-n:]
+
     def _write_metrics(self) -> None:
         rows = self.metrics
         keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
@@ -453,6 +497,10 @@ class Trainer:
             for r in rows:
                 w.writerow(r)
         plot_loss_curve(rows, self.exp_dir / "loss.png", title=f"stage {self.cfg.train.stage}")
+
+
+def _valid_loss(ckpt: Path) -> float:
+    return float(json.loads((ckpt / VALID_JSON).read_text())["valid_loss"])
 
 
 def peak_memory() -> str:

@@ -25,7 +25,8 @@ def llm_and_units(tmp_path_factory):
 def test_unit_targets_are_mean_embeddings_of_the_spelling_tokens(llm_and_units):
     llm, units = llm_and_units
     t = unit_targets(units, llm)
-    emb = llm.model.get_input_embeddings().weight.detach().float()
+    table = llm.model.get_input_embeddings()
+    emb = table(torch.arange(table.weight.shape[0])).detach().float()
     assert t.shape == (units.get_piece_size(), emb.shape[1])
     checked = 0
     for i in range(units.get_piece_size()):
@@ -37,6 +38,22 @@ def test_unit_targets_are_mean_embeddings_of_the_spelling_tokens(llm_and_units):
         assert torch.allclose(t[i], emb[ids].mean(0)), piece
         checked += 1
     assert checked > 10
+
+
+def test_unit_targets_are_what_the_embedding_layer_outputs(llm_and_units, monkeypatch):
+    """Gemma's embedding layer scales its table by sqrt(D): targets must be the layer's output."""
+    llm, units = llm_and_units
+    plain = unit_targets(units, llm)
+    table = llm.model.get_input_embeddings()
+
+    class Scaled(torch.nn.Module):
+        weight = table.weight
+
+        def forward(self, ids):
+            return table(ids) * 3.0
+
+    monkeypatch.setattr(llm.model, "get_input_embeddings", lambda: Scaled())
+    assert torch.allclose(unit_targets(units, llm), 3.0 * plain)
 
 
 def test_nearest_unit_accuracy_counts_hits():

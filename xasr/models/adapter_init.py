@@ -9,7 +9,8 @@ embedding for the tokens that spell each unit. So, without the LLM's forward pas
 1. the stage-1 model (frozen, in eval mode) runs over the training cuts with the reference unit
    counts (CIF length scaling, as in training), giving one vector per unit;
 2. each unit's target is the mean LLM input embedding of the tokens that spell it the way the
-   LLM's transcripts do (case, and a word's leading space);
+   LLM's transcripts do (case, and a word's leading space), as the LLM's embedding layer outputs
+   it (Gemma scales its table by the square root of the width);
 3. the adapter is fitted to those targets by mean squared error (AdamW, one-cycle schedule);
    the figures (squared error against the targets' variance, and how often the unit whose
    target is nearest to a fitted vector is the right one, on training and validation cuts)
@@ -49,8 +50,8 @@ class AlignStats:
 def unit_targets(units, llm) -> Tensor:
     """(V, D) mean LLM input embedding of the tokens spelling each unit; zero rows for control,
     unknown and ``<...>`` symbol units (they are not fitted)."""
-    emb = llm.model.get_input_embeddings().weight.detach()
-    out = torch.zeros(units.get_piece_size(), emb.shape[1])
+    embedding = llm.model.get_input_embeddings()  # called, not read: some LLMs scale it (Gemma by sqrt(D))
+    out = torch.zeros(units.get_piece_size(), embedding.weight.shape[1])
     for i in range(units.get_piece_size()):
         if units.is_control(i) or units.is_unknown(i) or units.is_unused(i):
             continue
@@ -64,7 +65,8 @@ def unit_targets(units, llm) -> Tensor:
         if not ids and text.strip() != text:
             ids = llm.tokenizer.encode(text.strip(), add_special_tokens=False)
         if ids:
-            out[i] = emb[ids].float().mean(0)
+            with torch.no_grad():
+                out[i] = embedding(torch.tensor(ids)).float().mean(0)
     return out
 
 

@@ -60,10 +60,10 @@ def scene_words(scene, num_queries: int) -> List[Tuple[str, str]]:
 
 
 def word_embedding(llm, words: str) -> torch.Tensor:
-    emb = llm.model.get_input_embeddings().weight.detach()
     text = " " + (words.lower() if llm.cfg.target_case == "lower" else words)
     ids = llm.tokenizer.encode(text, add_special_tokens=False)
-    return emb[ids].float().mean(0)
+    with torch.no_grad():  # the embedding layer called, not its table read: some LLMs scale it
+        return llm.model.get_input_embeddings()(torch.tensor(ids)).float().mean(0)
 
 
 def scenes_of(manifests: Sequence[str]):
