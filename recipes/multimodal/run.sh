@@ -42,8 +42,8 @@ vocab_size=256         # BPE units
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
 stage3_opts=""         # extra hydra overrides for stage-3 training
-image_fit_scenes=1000  # new scenes drawn (besides the training ones) to fit the image path before stage 3
-image_fit_epochs=40    # epochs of that fit
+image_fit_scenes=600   # new scenes drawn (besides the training ones) to fit the image path before stage 3
+image_fit_epochs=30    # epochs of that fit
 decode_sets="test test_noisy_5 test_noisy_0 test_masked"
 decode_max_utts=0      # decode only the first N utterances of each set (0: all)
 shuffle_seed=0         # the mismatched-image control's permutation

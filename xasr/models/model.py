@@ -217,13 +217,25 @@ class XLLMSpeechModel(nn.Module):
         return self.encoder(feats, feat_lens)  # (B, T', D), (B,)
 
     def cif_alphas(self, h: Tensor, h_lens: Tensor) -> Optional[Tensor]:
-        """CIF weights (B, T) from the CTC head with ``cif_alphas: ctc``; None: the C-Former's predictor."""
+        """CIF weights (B, T) from the CTC head with ``cif_alphas: ctc``; None: the C-Former's predictor.
+
+        The weights are the CTC non-blank probabilities, scaled so that each row sums to the
+        number of tokens on the CTC greedy path: CTC may spread one token over several
+        non-blank frames, so the plain sum overcounts (by about 5x on the Aishell recipe's
+        model). In training the C-Former rescales them to the reference length anyway."""
         if self.cfg.cif_alphas == "predictor":
             return None
         if self.cfg.cif_alphas != "ctc":
             raise ValueError(f"model.cif_alphas must be predictor or ctc, not {self.cfg.cif_alphas!r}")
         with torch.no_grad():
-            return 1.0 - self.ctc(h)[..., self.ctc.blank_id].exp()  # (B, T)
+            log_probs = self.ctc(h)  # (B, T, V)
+            blank = self.ctc.blank_id
+            valid = torch.arange(h.shape[1], device=h.device)[None, :] < h_lens[:, None]  # (B, T)
+            alphas = (1.0 - log_probs[..., blank].exp()) * valid
+            best = log_probs.argmax(-1)  # (B, T)
+            prev = torch.nn.functional.pad(best[:, :-1], (1, 0), value=blank)
+            tokens = ((best != blank) & (best != prev) & valid).sum(1).to(alphas.dtype)  # (B,)
+            return alphas * (tokens / alphas.sum(1).clamp(min=1e-6)).unsqueeze(1)  # (B, T)
 
     def encode_batch(self, batch: dict):
         """Encoder outputs of a batch: computed, or as stored (``batch["encoded"]``, see
