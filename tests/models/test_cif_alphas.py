@@ -36,3 +36,22 @@ def test_weights_sum_to_the_ctc_paths_token_count(monkeypatch):
     # the CIF then fires as many vectors as the CTC path has tokens
     cf = model.cformer(torch.randn(2, 10, 32), lens, alphas=alphas)  # 32: the encoder's width
     assert cf.lens.tolist() == [3, 2]
+
+
+def test_starting_from_a_model_with_other_cif_weights_is_refused(tmp_path):
+    import pytest
+    from safetensors.torch import save_file
+
+    from xasr.errors import XasrError
+    from xasr.models.model import init_from_dir
+
+    model = _model()  # cif_alphas=ctc
+    d = tmp_path / "stage1"
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "config.yaml").write_text("model:\n  cif_alphas: ctc\n  cformer:\n    num_layers: 1\n")
+    loaded, _ = init_from_dir(model, str(d))  # the same settings: fine
+    assert any(k.startswith("cformer.") for k in loaded)
+    (d / "config.yaml").write_text("model:\n  cif_alphas: predictor\n  cformer:\n    num_layers: 3\n")
+    with pytest.raises(XasrError, match="model.cif_alphas=predictor there, ctc here; model.cformer.num_layers=3"):
+        init_from_dir(model, str(d))

@@ -451,6 +451,8 @@ def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], Li
             if then[part]["fingerprint"] != now[part]["fingerprint"]:
                 raise XasrError(f"train.init_from: {d} was trained with the frozen {part} at "
                                 f"{then[part]['path']}, but this model's {part} ({now[part]['path']}) differs")
+    if (d / CONFIG).is_file():
+        _check_same_interface(model.cfg, d)
     state = load_file(str(d / WEIGHTS))
     own = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -463,6 +465,25 @@ def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], Li
     fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
                     if k not in loaded and k not in skip and not never_saved(k)})
     return sorted(loaded), fresh
+
+
+def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
+    """Refuse to start from a model directory whose C-Former was trained with other settings:
+    its weights would load, but compute something else (e.g. CIF weights from the CTC head
+    there, from the untrained predictor here)."""
+    from omegaconf import OmegaConf
+
+    then = OmegaConf.to_container(OmegaConf.load(model_dir / CONFIG).get("model", {}), resolve=True)
+    now = {"cif_alphas": cfg.cif_alphas, "cformer": OmegaConf.to_container(OmegaConf.structured(cfg.cformer))}
+    diffs = []
+    if "cif_alphas" in then and then["cif_alphas"] != now["cif_alphas"]:
+        diffs.append(f"model.cif_alphas={then['cif_alphas']} there, {now['cif_alphas']} here")
+    for k, v in (then.get("cformer") or {}).items():
+        if k in now["cformer"] and now["cformer"][k] != v and k not in ("dropout",):
+            diffs.append(f"model.cformer.{k}={v} there, {now['cformer'][k]} here")
+    if diffs:
+        raise XasrError(f"train.init_from: {model_dir} has another C-Former: {'; '.join(diffs)}. "
+                        "Use the same settings as the model it starts from")
 
 
 def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",
