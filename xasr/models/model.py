@@ -479,7 +479,9 @@ def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
     if "cif_alphas" in then and then["cif_alphas"] != now["cif_alphas"]:
         diffs.append(f"model.cif_alphas={then['cif_alphas']} there, {now['cif_alphas']} here")
     for k, v in (then.get("cformer") or {}).items():
-        if k in now["cformer"] and now["cformer"][k] != v and k not in ("dropout",):
+        if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
+            continue
+        if k in now["cformer"] and now["cformer"][k] != v:
             diffs.append(f"model.cformer.{k}={v} there, {now['cformer'][k]} here")
     if diffs:
         raise XasrError(f"train.init_from: {model_dir} has another C-Former: {'; '.join(diffs)}. "
