@@ -87,6 +87,7 @@ def test_multimodal_recipe_all_stages_on_a_tiny_corpus(tmp_path):
     d = tmp_path / "recipes" / "multimodal"
     d.mkdir(parents=True)
     shutil.copy(SCRIPT, d / "run.sh")
+    shutil.copytree(SCRIPT.parent / "local", d / "local")
     tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 model.adapter.hidden_dim=64 "
             "train.log_interval=1 train.tensorboard=false train.num_threads=1")
     image = ("model.image.qformer.dim=64 model.image.qformer.num_layers=1 model.image.qformer.ff_dim=128 "

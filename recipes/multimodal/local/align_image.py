@@ -216,7 +216,7 @@ def main() -> int:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(total / len(order))
         if epoch % 10 == 9 or epoch == args.epochs - 1:
             logger.info("epoch %d: squared error %.3f; dev nearest-word accuracy %s", epoch + 1, losses[-1],
