@@ -43,12 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    sets = {}
-    for item in args.cuts:
-        if "=" not in item:
-            raise XasrError(f"--cuts takes NAME=PATH, got {item!r}")
-        name, path = item.split("=", 1)
-        sets[name] = path
+    from xasr.benchmark.testsets import parse_named
+
+    sets = parse_named(args.cuts, "--cuts")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:

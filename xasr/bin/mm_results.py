@@ -232,12 +232,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cuts = {}
-    for item in args.cuts:
-        if "=" not in item:
-            raise XasrError(f"--cuts takes NAME=PATH, got {item!r}")
-        name, path = item.split("=", 1)
-        cuts[name] = path
+    from xasr.benchmark.testsets import parse_named
+
+    cuts = parse_named(args.cuts, "--cuts")
     rows = evaluate(args.decode_dir, args.conditions, cuts, args.method, args.resamples, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -444,13 +444,8 @@ def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], Li
     d = Path(model_dir)
     if not (d / WEIGHTS).is_file():
         raise XasrError(f"train.init_from: {d / WEIGHTS} does not exist (not a trained model directory)")
-    then = json.loads((d / FROZEN).read_text()) if (d / FROZEN).is_file() else {}
-    if then:
-        now = model.frozen_parts()
-        for part in sorted(set(then) & set(now)):
-            if then[part]["fingerprint"] != now[part]["fingerprint"]:
-                raise XasrError(f"train.init_from: {d} was trained with the frozen {part} at "
-                                f"{then[part]['path']}, but this model's {part} ({now[part]['path']}) differs")
+    if (d / FROZEN).is_file():
+        _check_frozen(model, json.loads((d / FROZEN).read_text()), f"train.init_from: {d}", require_all=False)
     if (d / CONFIG).is_file():
         _check_same_interface(model.cfg, d)
     state = load_file(str(d / WEIGHTS))
@@ -465,6 +460,22 @@ def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], Li
     fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
                     if k not in loaded and k not in skip and not never_saved(k)})
     return sorted(loaded), fresh
+
+
+def _check_frozen(model: XLLMSpeechModel, recorded: Dict[str, dict], where: str, require_all: bool) -> None:
+    """Raise unless each frozen part recorded in a model directory (``frozen_parts.json``) has
+    the same fingerprint in ``model``; with ``require_all`` the model must load every one."""
+    now = model.frozen_parts()
+    for part, rec in sorted(recorded.items()):
+        if part not in now:
+            if require_all:
+                raise XasrError(f"{where}: trained with a frozen {part} ({rec['path']}) that the config no longer loads")
+            continue
+        if now[part]["fingerprint"] != rec["fingerprint"]:
+            raise XasrError(
+                f"{where} was trained with the frozen {part} at {rec['path']} (fingerprint "
+                f"{rec['fingerprint'][:12]}), but {now[part]['path']} differs (fingerprint "
+                f"{now[part]['fingerprint'][:12]}); use the same pretrained model")
 
 
 def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
@@ -509,15 +520,7 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     frozen = json.loads((d / FROZEN).read_text())
     model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=models_dir)
     if check_frozen:
-        now = model.frozen_parts()
-        for part, rec in frozen.items():
-            if part not in now:
-                raise XasrError(f"{d}: trained with a frozen {part} ({rec['path']}) that the config no longer loads")
-            if now[part]["fingerprint"] != rec["fingerprint"]:
-                raise XasrError(
-                    f"{d} was trained with the frozen {part} at {rec['path']} (fingerprint "
-                    f"{rec['fingerprint'][:12]}), but {now[part]['path']} differs (fingerprint "
-                    f"{now[part]['fingerprint'][:12]}); use the same pretrained model")
+        _check_frozen(model, frozen, str(d), require_all=True)
     state = load_file(str(d / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
     pretrained = set(model.pretrained_param_names())
