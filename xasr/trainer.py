@@ -452,13 +452,8 @@ class Trainer:
             if self.cfg.train.select_by == "valid" and ckpts:
                 logger.info("lowest validation loss: %s", ", ".join(
                     f"{c.name} ({_valid_loss(c):.4f})" for c in ckpts))
-            if len(ckpts) == 1 and ckpts[0] != self.checkpoints()[-1]:  # an earlier checkpoint's weights
-                params = dict(self.model.named_parameters())
-                with torch.no_grad():
-                    for k, v in load_file(str(ckpts[0] / "trainable.safetensors")).items():
-                        params[k].copy_(v)
-                logger.info("final model: %s", ckpts[0].name)
-            if len(ckpts) > 1:
+            # the weights in memory are the last checkpoint's; anything else is loaded (a mean of one is exact)
+            if len(ckpts) > 1 or (ckpts and ckpts[0] != self.checkpoints()[-1]):
                 avg = None
                 for c in ckpts:
                     w = load_file(str(c / "trainable.safetensors"))
@@ -468,7 +463,8 @@ class Trainer:
                 with torch.no_grad():
                     for k, v in avg.items():
                         params[k].copy_((v / len(ckpts)).to(params[k].dtype))
-                logger.info("final model: average of %s", ", ".join(c.name for c in ckpts))
+                logger.info("final model: %s%s", "average of " if len(ckpts) > 1 else "",
+                            ", ".join(c.name for c in ckpts))
             save_model_dir(self.model, self.cfg, self.cfg.data.units, str(out))
             self._write_metrics()
             logger.info("model directory: %s", out)
