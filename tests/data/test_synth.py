@@ -118,3 +118,28 @@ def test_rejects_bad_sizes(tmp_path):
     with pytest.raises(SynthesisError, match="at least one speaker"):
         synthesize_corpus(cfg)
     assert not (tmp_path / "c").exists()
+
+
+def test_train_reads_sentences_again_when_it_needs_more_hours_than_the_text_holds():
+    from xasr.data.synth import plan_corpus
+    from xasr.data.text_sources import Sentence
+
+    sentences = [Sentence(spoken=t, transcript=t, source="test")
+                 for t in ("一二三四五六七八"[i % 8:] + "天地人和春夏秋冬"[: 6 + i % 3] + f"{i:03d}"
+                           for i in range(60))]
+    sizes = {"train": SplitSize(0.25, 4), "dev": SplitSize(0.01, 2), "test": SplitSize(0.01, 2)}
+    speakers, utts = plan_corpus(SynthConfig("aishell", "unused", sizes=sizes), sentences)
+    texts = {split: [u.sentence.transcript for u in utts if u.split == split] for split in ("train", "dev", "test")}
+    assert texts["dev"] and texts["test"]
+    # dev and test never read in train, nor in each other
+    assert not set(texts["train"]) & (set(texts["dev"]) | set(texts["test"]))
+    assert not set(texts["dev"]) & set(texts["test"])
+    # train needed more sentences than were left, so it read every free one at least once, some twice
+    free = len(sentences) - len(texts["dev"]) - len(texts["test"])
+    assert len(set(texts["train"])) == free
+    assert len(texts["train"]) > free
+    assert len({u.id for u in utts}) == len(utts)
+    # a request beyond ten readings of everything is refused
+    sizes["train"] = SplitSize(5.0, 4)
+    with pytest.raises(SynthesisError, match="not enough distinct sentences.*train"):
+        plan_corpus(SynthConfig("aishell", "unused", sizes=sizes), sentences)

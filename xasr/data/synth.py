@@ -30,7 +30,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -172,14 +172,18 @@ def _gender(voice: Voice) -> str:
 
 
 def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[Speaker], List[Utterance]]:
-    """Decide speakers, voices and the text of every utterance (no audio yet)."""
+    """Decide speakers, voices and the text of every utterance (no audio yet).
+
+    The dev and test sentences are dealt first, from the end of a shuffled order, and are never
+    read in train. Train takes the others from the start; when it needs more hours than they
+    hold, it reads them again with other voices (a second reading of a prompt, as in corpora
+    where several speakers read the same prompts), so dev and test text stays unseen.
+    """
     rng = random.Random(cfg.seed)
     order = list(range(len(sentences)))
     rng.shuffle(order)
-    next_sentence = 0
     variants = _split_variants(cfg.seed)
-    speakers: List[Speaker] = []
-    utterances: List[Utterance] = []
+    speakers: Dict[str, List[Speaker]] = {}
     used_ids = set()
     for split in SPLITS:
         size = cfg.sizes[split]
@@ -197,26 +201,45 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[S
             used_ids.add(sid)
             split_speakers.append(Speaker(sid, split, voice, level=round(rng.uniform(0.25, 0.9), 3),
                                           gender=_gender(voice)))
-        speakers.extend(split_speakers)
-        # Fill the split's hours with sentences, dealt to speakers in turn.
-        budget = size.hours * 3600.0
+        speakers[split] = split_speakers
+
+    def deal(split: str, picks: Iterator[int]) -> Dict[str, List[Sentence]]:
+        """Fill the split's hours with sentences, dealt to its speakers in turn."""
+        split_speakers = speakers[split]
+        budget = cfg.sizes[split].hours * 3600.0
         per_speaker: Dict[str, List[Sentence]] = {s.id: [] for s in split_speakers}
         i = 0
         while budget > 0:
-            if next_sentence >= len(order):
-                raise SynthesisError(
-                    f"not enough distinct sentences ({len(sentences)}) for the requested hours"
-                )
+            k = next(picks, None)
+            if k is None:
+                raise SynthesisError(f"not enough distinct sentences ({len(sentences)}) for the requested "
+                                     f"hours: the {split} set needs more")
             spk = split_speakers[i % len(split_speakers)]
-            sent = sentences[order[next_sentence]]
-            next_sentence += 1
+            sent = sentences[order[k]]
             per_speaker[spk.id].append(sent)
             units = len(sent.transcript) if cfg.corpus == "aishell" else len(sent.transcript.split())
             budget -= SECONDS_PER_UNIT[cfg.corpus] * units / spk.voice.rate + 0.5
             i += 1
-        for spk in split_speakers:
-            utterances.extend(_layout_speaker(cfg, spk, per_speaker[spk.id], rng))
-    return speakers, utterances
+        return per_speaker
+
+    dealt: Dict[str, Dict[str, List[Sentence]]] = {}
+    from_end = iter(range(len(order) - 1, -1, -1))
+    for split in SPLITS:
+        if split != "train":
+            dealt[split] = deal(split, from_end)
+    n_eval = sum(len(v) for d in dealt.values() for v in d.values())
+    n_free = len(order) - n_eval
+    # train: the remaining sentences in order, again from the first when they run out
+    dealt["train"] = deal("train", (k % n_free for k in range(10 * n_free)) if n_free > 0 else iter(()))
+    n_train = sum(len(v) for v in dealt["train"].values())
+    if n_train > n_free:
+        logger.info("train: %d utterances of %d distinct sentences (%.2f readings each)",
+                    n_train, n_free, n_train / n_free)
+    utterances: List[Utterance] = []
+    for split in SPLITS:
+        for spk in speakers[split]:
+            utterances.extend(_layout_speaker(cfg, spk, dealt[split][spk.id], rng))
+    return [s for split in SPLITS for s in speakers[split]], utterances
 
 
 def _layout_speaker(cfg: SynthConfig, spk: Speaker, sents: List[Sentence], rng: random.Random
