@@ -387,3 +387,31 @@ def test_sliding_window_llm(llm_dir, tmp_path):
     drafts = [_drafts(k, greedy, llm.stop_id)[b] for b, k in enumerate(kinds)]
     assert speculative_generate(llm, emb, mask, drafts, BOUNDS, adaptive=False) == greedy
     assert speculative_generate(llm, emb, mask, drafts, BOUNDS, adaptive=True) == greedy
+
+
+def test_posterior_mix_model_feeds_the_head_posteriors_and_speculative_still_equals_greedy(llm_dir):
+    from xasr.models.model import ModelConfig, XLLMSpeechModel
+
+    cfg = ModelConfig(use_llm=True, vocab_size=24)
+    cfg.encoder.conformer.dim, cfg.encoder.conformer.num_layers = 32, 1
+    cfg.encoder.conformer.num_heads, cfg.encoder.conformer.ff_dim, cfg.encoder.conformer.conv_kernel = 2, 64, 3
+    cfg.cformer.dim, cfg.cformer.num_layers, cfg.cformer.num_heads, cfg.cformer.ff_dim = 32, 1, 2, 64
+    cfg.adapter.hidden_dim = 32
+    cfg.adapter.posterior_mix = True
+    cfg.llm.path = str(llm_dir)
+    torch.manual_seed(1)
+    model = XLLMSpeechModel(cfg).eval()
+    assert model.adapter.unit_table.shape == (24, model.llm.embed_dim)
+    with torch.no_grad():
+        model.adapter.unit_table.normal_(0, 8.0)
+        model.llm.model.lm_head.weight.mul_(10)
+    g = torch.Generator().manual_seed(5)
+    batch = {"feats": torch.randn(3, 150, 80, generator=g), "feat_lens": torch.tensor([150, 70, 110])}
+    with torch.no_grad():
+        h, h_lens = model.encode_batch(batch)
+        cf = model.cformer(h, h_lens, alphas=model.cif_alphas(h, h_lens))
+        expected = model.adapter.mlp(cf.vectors) + cf.logits.softmax(-1) @ model.adapter.unit_table
+        assert torch.allclose(model.speech_embeddings(cf), expected, atol=1e-5)
+    units = _Units()
+    greedy = model.decode(batch, "llm_greedy", units)
+    assert model.decode(batch, "llm_speculative", units) == greedy

@@ -83,3 +83,54 @@ def test_fit_refuses_units_without_targets():
     with pytest.raises(ValueError, match="none of the units"):
         fit_adapter(torch.nn.Linear(4, 4), torch.randn(5, 4), torch.zeros(5, dtype=torch.long),
                     torch.zeros(3, 4), steps=2)
+
+
+def test_posterior_mix_adds_the_posterior_weighted_unit_table():
+    torch.manual_seed(0)
+    V, dim, D = 6, 8, 10
+    adapter = Adapter(AdapterConfig(input_dim=dim, output_dim=D, hidden_dim=16, dropout=0.0,
+                                    posterior_mix=True, vocab_size=V))
+    with torch.no_grad():
+        adapter.unit_table.copy_(torch.randn(V, D))
+    x = torch.randn(2, 3, dim)
+    post = torch.randn(2, 3, V).softmax(-1)
+    out = adapter(x, post)
+    assert out.shape == (2, 3, D)
+    assert torch.allclose(out, adapter.mlp(x) + torch.einsum("bnv,vd->bnd", post, adapter.unit_table), atol=1e-6)
+    # a one-hot posterior adds that unit's row
+    one_hot = torch.nn.functional.one_hot(torch.tensor([[2, 0, 5]]), V).float()
+    assert torch.allclose(adapter(x[:1], one_hot) - adapter.mlp(x[:1]), adapter.unit_table[[2, 0, 5]][None], atol=1e-6)
+    with pytest.raises(ValueError, match="pass them"):
+        adapter(x)
+    with pytest.raises(ValueError, match="vocabulary size"):
+        Adapter(AdapterConfig(input_dim=dim, output_dim=D, posterior_mix=True))
+    # the table trains with the adapter (it is one of its parameters)
+    assert any(p is adapter.unit_table for p in adapter.parameters())
+
+
+def test_fit_with_a_base_fits_the_mlp_to_the_remainder_and_keeps_the_table():
+    torch.manual_seed(0)
+    V, dim, D = 12, 16, 24
+    centres = torch.randn(V, dim)
+    targets = torch.randn(V, D)
+    y = torch.randint(0, V, (3000,))
+    x = centres[y] + 0.1 * torch.randn(3000, dim)
+    # a head that is right half of the time: its posterior mass on the right unit is 0.5
+    post = torch.full((3000, V), 0.5 / (V - 1))
+    post[torch.arange(3000), y] = 0.5
+    adapter = Adapter(AdapterConfig(input_dim=dim, output_dim=D, hidden_dim=32, dropout=0.0,
+                                    posterior_mix=True, vocab_size=V))
+    with torch.no_grad():
+        adapter.unit_table.copy_(targets)
+    table_before = adapter.unit_table.detach().clone()
+    base = post @ targets
+    vy = torch.randint(0, V, (300,))
+    vpost = torch.full((300, V), 1.0 / V)
+    valid = (centres[vy] + 0.1 * torch.randn(300, dim), vy, vpost @ targets)
+    stats = fit_adapter(adapter, x, y, targets, valid=valid, steps=400, lr=5e-3, batch_size=128, base=base)
+    assert torch.equal(adapter.unit_table, table_before)
+    assert stats.squared_error < 0.1 * stats.target_variance
+    assert stats.train_nearest_unit_accuracy > 0.95 and stats.valid_nearest_unit_accuracy > 0.95
+    # the whole adapter (MLP + posterior-weighted table) gives the fitted outputs
+    with torch.no_grad():
+        assert torch.allclose(adapter(x[:5, None], post[:5, None])[:, 0], adapter.mlp(x[:5]) + base[:5], atol=1e-5)

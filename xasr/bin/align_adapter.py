@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from xasr.data.dataset import AsrDataset, DataConfig, make_loader
     from xasr.data.encoder_cache import experiment_manifests
     from xasr.errors import XasrError
-    from xasr.models.adapter_init import fit_adapter, unit_targets, unit_vectors
+    from xasr.models.adapter_init import fit_adapter, nearest_unit_accuracy, unit_targets, unit_vectors
     from xasr.models.model import XLLMSpeechModel, init_from_dir, save_model_dir
 
     log = logging.getLogger("xasr.align_adapter")
@@ -65,18 +65,30 @@ def run(args: argparse.Namespace) -> int:
     dataset = AsrDataset(cfg.data.units, cfg.data.features, encoded=bool(cfg.data.encoder_cache))
     collect = DataConfig(max_duration=args.max_duration, shuffle=False)
 
+    targets = unit_targets(units, model.llm)
+    table = None
+    if model.adapter.unit_table is not None:  # posterior_mix: the table starts as the LLM's unit embeddings
+        with torch.no_grad():
+            model.adapter.unit_table.copy_(targets)
+        table = targets
+
     def vectors(paths):
         cuts = CutSet.from_files(paths) if len(paths) > 1 else CutSet.from_file(paths[0])
         loader, _ = make_loader(cuts, dataset, collect, train=False)
-        return unit_vectors(model, loader)
+        return unit_vectors(model, loader, table)
 
-    x, y = vectors(train_paths)
+    x, y, base = vectors(train_paths)
     valid = vectors(valid_paths) if valid_paths else None
     log.info("%d training and %d validation C-Former vectors in %.0f s", x.shape[0],
              0 if valid is None else valid[0].shape[0], time.time() - t0)
-    targets = unit_targets(units, model.llm)
+    if base is not None:
+        with torch.no_grad():
+            head_only = nearest_unit_accuracy(base, y, targets)
+            valid_head = nearest_unit_accuracy(valid[2], valid[1], targets) if valid else float("nan")
+        log.info("the posterior-weighted unit table alone: nearest-unit accuracy %.3f (training) %.3f "
+                 "(validation)", head_only, valid_head)
     stats = fit_adapter(model.adapter, x, y, targets, valid=valid, steps=args.steps, lr=args.lr,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, base=base)
     log.info("adapter fit: %d steps in %.0f s, squared error %.3f (a constant output: %.3f), nearest-unit "
              "accuracy %.3f (training) %.3f (validation)", stats.steps, stats.seconds, stats.squared_error,
              stats.target_variance, stats.train_nearest_unit_accuracy, stats.valid_nearest_unit_accuracy)

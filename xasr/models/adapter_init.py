@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -71,10 +71,12 @@ def unit_targets(units, llm) -> Tensor:
 
 
 @torch.no_grad()
-def unit_vectors(model, batches: Iterable[dict]) -> Tuple[Tensor, Tensor]:
-    """C-Former vectors fired with the reference unit counts, and their units: (N, dim), (N,)."""
+def unit_vectors(model, batches: Iterable[dict], table: Optional[Tensor] = None
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """C-Former vectors fired with the reference unit counts, their units, and (given a (V, D)
+    ``table``) each vector's head posteriors times the table: (N, dim), (N,), (N, D) or None."""
     model.eval()
-    xs, ys = [], []
+    xs, ys, ms = [], [], []
     for batch in batches:
         h, h_lens = model.encode_batch(batch)
         cf = model.cformer(h, h_lens, target_lens=batch["token_lens"], alphas=model.cif_alphas(h, h_lens))
@@ -82,9 +84,11 @@ def unit_vectors(model, batches: Iterable[dict]) -> Tuple[Tensor, Tensor]:
             n = min(int(batch["token_lens"][b]), int(cf.lens[b]))
             xs.append(cf.vectors[b, :n].float())
             ys.append(batch["tokens"][b, :n])
+            if table is not None:
+                ms.append(cf.logits[b, :n].float().softmax(-1) @ table)
     if not xs:
         raise ValueError("no cuts to fit the adapter on")
-    return torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs), torch.cat(ys), (torch.cat(ms) if table is not None else None)
 
 
 def nearest_unit_accuracy(out: Tensor, y: Tensor, targets: Tensor) -> float:
@@ -99,45 +103,61 @@ def nearest_unit_accuracy(out: Tensor, y: Tensor, targets: Tensor) -> float:
 
 
 def fit_adapter(adapter: torch.nn.Module, x: Tensor, y: Tensor, targets: Tensor,
-                valid: Tuple[Tensor, Tensor] = None, steps: int = 2000, lr: float = 2e-3,
-                batch_size: int = 256, seed: int = 0) -> AlignStats:
-    """Fit ``adapter`` so that adapter(x[i]) is close to targets[y[i]]; vectors of units without
-    a target (zero rows) are left out. Returns the fit's figures."""
+                valid: Optional[Tuple] = None, steps: int = 2000, lr: float = 2e-3,
+                batch_size: int = 256, seed: int = 0, base: Optional[Tensor] = None) -> AlignStats:
+    """Fit ``adapter`` so that adapter(x[i]) (+ base[i]) is close to targets[y[i]]; vectors of
+    units without a target (zero rows) are left out. ``valid``: (x, y) or (x, y, base).
+
+    ``base`` holds what an adapter with ``posterior_mix`` adds to its MLP (the head's posteriors
+    times its unit table, :func:`unit_vectors`): the MLP is then fitted to the remainder and the
+    unit table is left as it is. Returns the fit's figures."""
     t0 = time.time()
+    mix = base is not None
+    mlp = adapter.mlp if mix else adapter
     has = targets[y].abs().sum(1) > 0
     x, y = x[has], y[has]
+    if mix:
+        base = base[has]
     if x.shape[0] == 0:
         raise ValueError("none of the units has an LLM embedding target")
     tgt = targets[y]
     gen = torch.Generator().manual_seed(seed)
     adapter.train()
-    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=0.01)
+    params = [p for n, p in adapter.named_parameters() if n != "unit_table"]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     order, pos = torch.randperm(x.shape[0], generator=gen), 0
+
+    def out_of(xx: Tensor, bb: Optional[Tensor]) -> Tensor:
+        return mlp(xx) + bb if mix else mlp(xx)
+
     for _ in range(steps):
         if pos + batch_size > x.shape[0]:
             order, pos = torch.randperm(x.shape[0], generator=gen), 0
         idx = order[pos:pos + batch_size]
         pos += batch_size
-        loss = ((adapter(x[idx]) - tgt[idx]) ** 2).sum(1).mean()
+        loss = ((out_of(x[idx], base[idx] if mix else None) - tgt[idx]) ** 2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     adapter.eval()
     with torch.no_grad():
-        out = adapter(x)
+        out = out_of(x, base)
         mse = float(((out - tgt) ** 2).sum(1).mean())
         var = float(((tgt - tgt.mean(0)) ** 2).sum(1).mean())
         train_acc = nearest_unit_accuracy(out, y, targets)
         valid_acc, n_valid = float("nan"), 0
         if valid is not None:
-            vx, vy = valid
+            vx, vy = valid[0], valid[1]
+            vb = valid[2] if mix else None
+            if mix and vb is None:
+                raise ValueError("valid needs its base vectors too when base is given")
             keep = targets[vy].abs().sum(1) > 0
             vx, vy = vx[keep], vy[keep]
             n_valid = int(vx.shape[0])
             if n_valid:
-                valid_acc = nearest_unit_accuracy(adapter(vx), vy, targets)
+                valid_acc = nearest_unit_accuracy(out_of(vx, vb[keep] if mix else None), vy, targets)
     return AlignStats(vectors=int(x.shape[0]), valid_vectors=n_valid, steps=steps, squared_error=mse,
                       target_variance=var, train_nearest_unit_accuracy=train_acc,
                       valid_nearest_unit_accuracy=valid_acc, seconds=round(time.time() - t0, 1))

@@ -143,6 +143,8 @@ class XLLMSpeechModel(nn.Module):
         if cfg.use_llm:
             self.llm = FrozenLLM(cfg.llm, model_dir=_resolve(cfg.llm.path, models_dir))
             cfg.adapter.input_dim, cfg.adapter.output_dim = self.cformer.output_dim, self.llm.embed_dim
+            if cfg.adapter.posterior_mix:
+                cfg.adapter.vocab_size = cfg.vocab_size
             self.adapter = Adapter(cfg.adapter)
             with torch.no_grad():  # start the adapter's output at the scale of the LLM's embeddings
                 ids = torch.arange(min(4096, self.llm.model.get_input_embeddings().weight.shape[0]))
@@ -302,7 +304,7 @@ class XLLMSpeechModel(nn.Module):
             raise ValueError("stage 2 needs model.use_llm=true")
         if stage == 3 and self.qformer is None:
             raise ValueError("stage 3 needs model.image.enabled=true")
-        speech = self.adapter(cf.vectors)  # (B, N, D_llm)
+        speech = self.speech_embeddings(cf)  # (B, N, D_llm)
         flat = torch.cat([speech[b, :int(cf.lens[b])] for b in range(speech.shape[0])])
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
         n_image = None if images is None else [0 if v is None else int(v.shape[0]) for v in images]
@@ -369,7 +371,7 @@ class XLLMSpeechModel(nn.Module):
             return cif_texts
         if self.llm is None or self.adapter is None:
             raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        speech = self.adapter(cf.vectors)  # (B, N, D_llm)
+        speech = self.speech_embeddings(cf)  # (B, N, D_llm)
         rows = [speech[b, :n] if n > 0 else speech.new_zeros(1, speech.shape[-1])  # an empty utterance gets one vector
                 for b, n in enumerate(cf.lens.tolist())]
         bounds = [self.length_bound(t) for t in cif_texts]
@@ -398,6 +400,13 @@ class XLLMSpeechModel(nn.Module):
         if self.cfg.llm.target_case == "lower":
             texts = [t.upper() for t in texts]
         return texts
+
+    def speech_embeddings(self, cf) -> Tensor:
+        """The S-Adapter's output for the C-Former's vectors (and, with posterior_mix, its head's
+        unit posteriors): (B, N, D_llm)."""
+        if self.adapter.unit_table is None:
+            return self.adapter(cf.vectors)
+        return self.adapter(cf.vectors, cf.logits.float().softmax(-1))
 
     def length_bound(self, cif_text: str) -> int:
         n = len(self.llm.tokenizer.encode(cif_text, add_special_tokens=False)) if cif_text else 0
