@@ -13,10 +13,13 @@ scenes corpus, in the LLM's embedding space and without the LLM's forward pass:
   1. pictures: every training scene, plus ``--extra-scenes`` new ones drawn and rendered the
      same way (:mod:`xasr.data.scenes`; none shares its objects and places with a dev or test
      scene), go through the frozen image encoder once;
-  2. targets: the scene's objects in reading order (top to bottom, then left to right), four
-     query slots each: the LLM input embeddings of its colour, shape, size and place words (as
-     the LLM's transcripts spell them); a scene with fewer than num_queries / 4 objects repeats
-     them;
+  2. targets (``--layout cells``, the default with 36 queries): four query slots per cell of the picture's
+     3 x 3 grid, row-major: the LLM input embeddings of the colour, shape, size and place words
+     of the object in that cell (as the LLM's transcripts spell them), the zero vector for the
+     first three slots of an empty cell. Each query thus reads one region of the picture.
+     (``--layout objects``: the objects in reading order, four slots each, repeated to fill the
+     queries; the Q-Former must then also sort the objects, and fits worse: dev colour / shape
+     accuracy 0.37 / 0.60 against 0.63 / 0.94 for cells, 30 epochs, 600 new scenes);
   3. the Q-Former and I-Adapter are fitted to the targets (mean squared error, AdamW). The dev
      scenes measure how often the word nearest to each slot's vector is the right one.
 
@@ -41,6 +44,8 @@ logger = logging.getLogger("align_image")
 
 SLOTS = ("colour", "shape", "size", "place")
 ROWS = {"TOP": 0, "MIDDLE": 1, "BOTTOM": 2}
+COLUMNS = {"LEFT": 0, "MIDDLE": 1, "RIGHT": 2}
+PLACE_OF_CELL = [r if r == c else f"{r} {c}" for r in ROWS for c in COLUMNS]  # MIDDLE MIDDLE -> MIDDLE
 
 
 def object_words(o) -> Tuple[str, str, str, str]:
@@ -48,11 +53,28 @@ def object_words(o) -> Tuple[str, str, str, str]:
     return o.colour, o.shape, o.size, place
 
 
-def scene_words(scene, num_queries: int) -> List[Tuple[str, str]]:
-    """(slot kind, words) of each query: objects in reading order, four slots each, repeated."""
-    objs = sorted(scene.objects, key=lambda o: (ROWS[o.row], o.centre[0]))
+def scene_words(scene, num_queries: int, layout: str = "cells") -> List[Tuple[str, str]]:
+    """(slot kind, words) of each query, four slots (colour, shape, size, place) per group.
+
+    ``cells``: one group per cell of the 3 x 3 grid, row-major (num_queries must be 36); an empty
+    cell's colour, shape and size slots have the empty word (the zero vector), its place slot the
+    cell's place. ``objects``: the objects in reading order, repeated to fill the queries.
+    """
     per = len(SLOTS)
     out = []
+    if layout == "cells":
+        if num_queries != 9 * per:
+            raise ValueError(f"the cells layout needs {9 * per} queries (9 cells x {per} slots), got {num_queries}")
+        at = {(ROWS[o.row], COLUMNS[o.column]): o for o in scene.objects}
+        for q in range(num_queries):
+            cell, slot = divmod(q, per)
+            r, c = divmod(cell, 3)
+            o = at.get((r, c))
+            place = PLACE_OF_CELL[cell]
+            word = place if SLOTS[slot] == "place" else (object_words(o)[slot] if o is not None else "")
+            out.append((SLOTS[slot], word))
+        return out
+    objs = sorted(scene.objects, key=lambda o: (ROWS[o.row], o.centre[0]))
     for q in range(num_queries):
         o = objs[(q // per) % len(objs)]
         out.append((SLOTS[q % per], object_words(o)[q % per]))
@@ -60,6 +82,8 @@ def scene_words(scene, num_queries: int) -> List[Tuple[str, str]]:
 
 
 def word_embedding(llm, words: str) -> torch.Tensor:
+    if not words:  # an empty cell's slot
+        return torch.zeros(llm.model.get_input_embeddings().embedding_dim)
     text = " " + (words.lower() if llm.cfg.target_case == "lower" else words)
     ids = llm.tokenizer.encode(text, add_special_tokens=False)
     with torch.no_grad():  # the embedding layer called, not its table read: some LLMs scale it
@@ -103,6 +127,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=32, help="pictures per update")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--layout", choices=("auto", "cells", "objects"), default="auto",
+                   help="query targets: per cell of the 3 x 3 grid, or per object in reading order "
+                        "(auto: cells when the Q-Former has 36 queries, else objects)")
     args = p.parse_args()
 
     import sentencepiece as spm
@@ -127,6 +154,9 @@ def main() -> int:
     model.eval()
     opts = image_loading(cfg.data, cfg.model.image.encoder)
     nq = cfg.model.image.qformer.num_queries
+    if args.layout == "auto":
+        args.layout = "cells" if nq == 9 * len(SLOTS) else "objects"
+    logger.info("query targets: %s layout, %d queries", args.layout, nq)
 
     # 1. pictures: the training scenes and new ones; the dev scenes for the check
     manifest_dir = Path(cfg.data.train_cuts[0]).parent
@@ -163,7 +193,7 @@ def main() -> int:
     def targets(scenes, paths):
         rows, kinds = [], []
         for pth in paths:
-            slots = scene_words(scenes[pth], nq)
+            slots = scene_words(scenes[pth], nq, args.layout)
             for _, w in slots:
                 if w not in vocab:
                     vocab[w] = word_embedding(model.llm, w)
@@ -195,13 +225,13 @@ def main() -> int:
         with torch.no_grad():
             out = torch.cat([run(dev_x[i:i + 64]) for i in range(0, len(dev_paths), 64)])  # (N, Q, D)
             nearest = torch.cdist(out.reshape(-1, out.shape[-1]), table).argmin(1).reshape(out.shape[:2])
-        right: Dict[str, List[bool]] = {k: [] for k in SLOTS}
+        right: Dict[str, List[bool]] = {k: [] for k in SLOTS + ("empty",)}
         for b, slots in enumerate(dev_slots):
-            for q, (kind, w) in enumerate(slots):
-                right[kind].append(words[int(nearest[b, q])] == w)
+            for q, (kind, w) in enumerate(slots):  # an empty cell's slots are counted apart
+                right[kind if w else "empty"].append(words[int(nearest[b, q])] == w)
         qformer.train()
         adapter.train()
-        return {k: round(sum(v) / max(1, len(v)), 3) for k, v in right.items()}
+        return {k: round(sum(v) / len(v), 3) for k, v in right.items() if v}
 
     qformer.train()
     adapter.train()
