@@ -73,8 +73,18 @@ def test_tiny_xasr_model_on_manifest_and_kaldi_dir(tiny_setup, tmp_path):
     # the Kaldi directory holds the same audio: features made on the fly give the same hypotheses
     for system in ("ctc", "cif", "llm"):
         assert (out / f"hyps-cuts-{system}.txt").read_text() == (out / f"hyps-kaldi-{system}.txt").read_text()
+    # decoding work: memory for every system, LLM passes and tokens only for the LLM decoding
+    for r in report.rows:
+        assert r.peak_rss_gb is not None and r.peak_rss_gb > 0.05
+        if r.system == "llm":
+            assert r.output_tokens > 0 and r.llm_passes >= r.output_tokens  # greedy: one pass per token at least
+        else:
+            assert r.llm_passes is None
+    md = (out / "benchmark.md").read_text()
+    assert "## Decoding work" in md and "LLM passes / output token" in md
     data = json.loads((out / "benchmark.json").read_text())
     assert {s["details"]["features"] for s in data["systems"]} == {"fbank"}
+    assert all("llm_passes" in r for r in data["results"])
     assert (out / "benchmark.png").stat().st_size > 0 and (out / "wer-kaldi-cif.txt").is_file()
 
 

@@ -134,3 +134,27 @@ def test_plot_two_sets_and_infinite_rate(tmp_path):
     assert json.loads(json.dumps(to_json(_report(rows))))["results"][2]["error_rate"] == "inf"
     with pytest.raises(XasrError, match="nothing to plot"):
         plot_benchmark([], tmp_path / "x.png")
+
+
+def test_peak_rss_sampler_sees_memory_allocated_in_the_block():
+    from xasr.benchmark.run import PeakRss
+
+    with PeakRss(interval=0.01) as before:
+        pass
+    with PeakRss(interval=0.01) as rss:
+        block = bytearray(200 * 1024 ** 2)  # touched: resident
+        block[::4096] = b"x" * len(block[::4096])
+    assert before.peak_gb > 0 and rss.peak_gb >= before.peak_gb + 0.15
+    del block
+
+
+def test_work_table_lists_llm_passes_per_token():
+    from xasr.benchmark.report import work_table
+
+    rows = summarize([_m("greedy", HYPS_A, set_name="a"), _m("ctc", HYPS_B, set_name="a")])
+    assert work_table(rows) == []  # no figures: no table
+    rows[0].peak_rss_gb, rows[0].llm_passes, rows[0].output_tokens, rows[0].accepted_draft_tokens = 1.5, 12, 6, 0
+    rows[1].peak_rss_gb = 1.25
+    lines = work_table(rows)
+    assert "| a | greedy | 1.50 | 3.0 | 2.00 | 3.0 | 0 |" in lines  # 4 utterances, 2 s of decoding
+    assert any(line.startswith("| a | ctc | 1.25 | - | - | - | - |") for line in lines)

@@ -38,6 +38,8 @@ class Measurement:
     audio_seconds: float
     cpu_seconds: Optional[float] = None  # process CPU time while decoding (all threads)
     notes: List[str] = field(default_factory=list)
+    peak_rss_gb: Optional[float] = None  # highest resident memory of the process while decoding
+    work: Optional[Dict[str, float]] = None  # LLM work (llm_passes, output_tokens, ...) of xasr LLM systems
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Row:
     mapsswe_z: Optional[float] = None
     p_mapsswe: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    peak_rss_gb: Optional[float] = None
+    llm_passes: Optional[int] = None  # LLM forward passes, summed over the utterances of each batched call
+    output_tokens: Optional[int] = None  # LLM output tokens
+    accepted_draft_tokens: Optional[int] = None
 
 
 def summarize(measurements: Sequence[Measurement], reference: Optional[str] = None, n_resamples: int = 1000,
@@ -97,7 +103,10 @@ def summarize(measurements: Sequence[Measurement], reference: Optional[str] = No
                   rtf=m.decode_seconds / max(m.audio_seconds, 1e-9),
                   speed=m.audio_seconds / max(m.decode_seconds, 1e-9), cpu_seconds=m.cpu_seconds,
                   cpu_rtf=None if m.cpu_seconds is None else m.cpu_seconds / max(m.audio_seconds, 1e-9),
-                  notes=list(m.notes))
+                  notes=list(m.notes), peak_rss_gb=m.peak_rss_gb)
+        if m.work:
+            row.llm_passes, row.output_tokens = int(m.work["llm_passes"]), int(m.work["output_tokens"])
+            row.accepted_draft_tokens = int(m.work.get("accepted_tokens", 0))
         ref = by_key.get((reference, m.set_name))
         if ref is not None and m.system != reference:
             if ref.result.ids != r.ids:
@@ -159,6 +168,28 @@ def results_table(rows: Sequence[Row], reference: Optional[str] = None, confiden
     return "\n".join(lines)
 
 
+def work_table(rows: Sequence[Row]) -> List[str]:
+    """Markdown lines of the decoding-work table (peak memory; for LLM decodings, forward passes
+    per utterance and per output token, output tokens per second), or none without such figures."""
+    if not any(r.peak_rss_gb is not None or r.llm_passes is not None for r in rows):
+        return []
+    out = ["## Decoding work", "",
+           "Peak RSS: the highest resident memory of the benchmark process while the system decoded the set "
+           "(sampled every 50 ms; models loaded earlier stay counted until they are unloaded). LLM passes: "
+           "forward passes of the LLM summed over the utterances of each batched call.", "",
+           "| set | system | peak RSS GB | LLM passes / utt | LLM passes / output token | output tokens / s "
+           "| accepted draft tokens |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        rss = "-" if r.peak_rss_gb is None else f"{r.peak_rss_gb:.2f}"
+        if r.llm_passes is None:
+            llm = ["-", "-", "-", "-"]
+        else:
+            llm = [f"{r.llm_passes / max(1, r.num_utts):.1f}", f"{r.llm_passes / max(1, r.output_tokens):.2f}",
+                   f"{r.output_tokens / max(r.decode_seconds, 1e-9):.1f}", str(r.accepted_draft_tokens or 0)]
+        out.append(f"| {r.set_name} | {r.system} | {rss} | " + " | ".join(llm) + " |")
+    return out + [""]
+
+
 def to_markdown(report: BenchmarkReport) -> str:
     s = report.settings
     conf = float(s.get("confidence", 0.95))
@@ -172,6 +203,7 @@ def to_markdown(report: BenchmarkReport) -> str:
            f"**{s.get('reference')}** on the same utterances: *p bootstrap* is the one-sided probability that the "
            "system is not better (Bisani & Ney); MAPSSWE is two-sided (z > 0: fewer errors than the reference).",
            "", results_table(report.rows, str(s.get("reference")), conf), ""]
+    out += work_table(report.rows)
     out += ["## Systems", "", "| system | kind | spec | load s | details |", "| --- | --- | --- | ---: | --- |"]
     for sy in report.systems:
         details = ", ".join(f"{k}={v}" for k, v in dict(sy.get("details") or {}).items())

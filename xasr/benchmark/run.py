@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,48 @@ def _load_average() -> str:
         return "unknown"
 
 
+def _rss_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakRss:
+    """Samples this process's resident memory every ``interval`` s in a thread while the block
+    runs; ``peak_gb`` is the highest sample (None where /proc is not available)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak: Optional[int] = None
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        v = _rss_bytes()
+        if v is not None:
+            self.peak = v if self.peak is None else max(self.peak, v)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "PeakRss":
+        self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def peak_gb(self) -> Optional[float]:
+        return None if self.peak is None else self.peak / 1024 ** 3
+
+
 def load_sets(cfg: BenchmarkConfig) -> List[TestSet]:
     named = parse_named(cfg.sets, "--sets")
     if not named:
@@ -120,7 +163,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkReport:
                              "options": dict(spec.options), "load_seconds": round(load_s, 3), "details": details})
         for t in sets:
             t0, c0 = time.perf_counter(), time.process_time()
-            hyps = system.transcribe(t.cuts, t.language)
+            with PeakRss() as rss:
+                hyps = system.transcribe(t.cuts, t.language)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             _write_hyps(hyps, out / f"hyps-{t.name}-{spec.name}.txt")
             notes = []
@@ -139,7 +183,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkReport:
             if result.missing_ids:
                 notes.append(f"{len(result.missing_ids)} utterance(s) without a hypothesis, scored as deletions")
             m = Measurement(system=spec.name, set_name=t.name, result=result, decode_seconds=wall,
-                            audio_seconds=t.audio_seconds, cpu_seconds=cpu, notes=notes)
+                            audio_seconds=t.audio_seconds, cpu_seconds=cpu, notes=notes,
+                            peak_rss_gb=rss.peak_gb, work=system.decode_work())
             measurements.append(m)
             logger.info("%s %s: %.2f%% %s, RTF %.3f (%.1f s of audio per second)", t.name, spec.name,
                         100 * result.error_rate, result.unit, wall / max(t.audio_seconds, 1e-9),

@@ -182,6 +182,10 @@ class BenchmarkSystem:
         """``{cut id: text}`` for every cut; ``language`` is ``en``, ``zh``, ..."""
         raise NotImplementedError
 
+    def decode_work(self) -> Optional[Dict[str, float]]:
+        """LLM work of the last transcribe() (passes, output tokens), or None for systems without an LLM."""
+        return None
+
     def unload(self) -> None:
         for k in list(vars(self)):
             if k not in ("spec", "settings"):
@@ -249,6 +253,7 @@ class XasrSystem(BenchmarkSystem):
 
     def transcribe(self, cuts, language: str) -> Dict[str, str]:
         from xasr.decoding.dataset_decode import decode_cuts
+        from xasr.decoding.speculative import DecodeStats
 
         method = str(self.spec.options["method"])
         max_duration = float(self.spec.options["max_duration"])
@@ -259,9 +264,19 @@ class XasrSystem(BenchmarkSystem):
             # recipes' feature stage does; the time is part of decoding
             with tempfile.TemporaryDirectory(prefix="xasr-bench-fbank-") as tmp:
                 cuts = compute_fbank_cuts(cuts, tmp)
+                self._stats = DecodeStats()
                 return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration,
-                                   self.settings.device)
-        return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration, self.settings.device)
+                                   self.settings.device, stats=self._stats)
+        self._stats = DecodeStats()
+        return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration, self.settings.device,
+                           stats=self._stats)
+
+    def decode_work(self) -> Optional[Dict[str, float]]:
+        st = getattr(self, "_stats", None)
+        if st is None or not str(self.spec.options["method"]).startswith("llm"):
+            return None
+        return {"llm_passes": st.row_passes, "output_tokens": st.output_tokens, "utterances": st.utterances,
+                "draft_tokens": st.draft_tokens, "accepted_tokens": st.accepted_tokens, "fast_path": st.fast_path}
 
 
 def compute_fbank_cuts(cuts, storage_dir: str):
