@@ -99,9 +99,17 @@ def test_losses_from_the_cache_match_the_live_encoder(setup):
         a, b = model(live, stage=1), model(stored, stage=1)
     for k in ("ctc", "ce", "quantity"):
         torch.testing.assert_close(a[k], b[k], atol=1e-2, rtol=1e-2)
+    # float16 storage moves the CTC posteriors a little: an untrained model has near ties, so the
+    # best unit must agree wherever the live margin is clear of that noise
     with torch.no_grad():
-        assert model.decode(live, "ctc_greedy", spm.SentencePieceProcessor(model_file=c.data.units)) == \
-            model.decode(stored, "ctc_greedy", spm.SentencePieceProcessor(model_file=c.data.units))
+        (h1, n1), (h2, n2) = model.encode_batch(live), model.encode_batch(stored)
+        p1, p2 = model.ctc(h1).log_softmax(-1), model.ctc(h2).log_softmax(-1)
+    assert torch.equal(n1, n2)
+    valid = torch.arange(p1.shape[1])[None] < n1[:, None]
+    top2 = p1.topk(2, dim=-1).values
+    clear = valid & (top2[..., 0] - top2[..., 1] > 0.05)
+    assert clear.float().sum() > 0.5 * valid.float().sum()
+    assert torch.equal(p1.argmax(-1)[clear], p2.argmax(-1)[clear])
 
 
 def test_training_reads_the_cache_and_refuses_another_encoder(setup, tmp_path):
