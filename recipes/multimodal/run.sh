@@ -19,12 +19,13 @@
 #               stage 2, S-Adapter into the frozen SmolLM2 (-> exp/stage2/model); clean + noisy
 #               speech, no pictures
 #   4  images:  the Q-Former + I-Adapter first fitted to the LLM's embeddings of each picture's words
-#               (local/align_image.py -> exp/stage3_init); then stage 3, EfficientNet-Lite0 (frozen)
-#               -> Q-Former -> I-Adapter, LLM and speech path frozen, clean + noisy training speech
-#               with its pictures (-> exp/stage3/model)
-#   5  decode:  the --decode-sets with llm_greedy in three conditions, all with the stage-3 model:
-#               speech only (--no-images: the stage-2 speech path), the cut's own picture, another
-#               scene's picture (shuffled with --shuffle-seed) -> exp/decode/{speech,image,shuffled}/
+#               (local/align_image.py -> exp/stage3_init); then stage 3: EfficientNet-Lite0 -> Q-Former
+#               -> I-Adapter as fitted (empty cells left out of the prompt), the S-Adapter trained to use
+#               them, everything else frozen; clean + noisy training speech with its pictures
+#               (-> exp/stage3/model)
+#   5  decode:  the --decode-sets with llm_greedy in three conditions: speech only (the stage-2
+#               model), and with the stage-3 model the cut's own picture or another scene's picture
+#               (shuffled with --shuffle-seed) -> exp/decode/{speech,image,shuffled}/
 #   6  results: WER with 95% bootstrap intervals, paired bootstrap p-values against speech only,
 #               and the error rate on the words the picture decides -> exp/results.{md,json,png}
 # Work happens in this recipe's directory (download/, data/, exp/, log/), whatever the caller's cwd.
@@ -183,7 +184,7 @@ if in_stages 4; then
       touch exp/stage3_init/.done
       timed stage4-align
     fi
-    log "Stage 4: train stage 3, pictures through the Q-Former into the frozen SmolLM2" \
+    log "Stage 4: train stage 3, the S-Adapter next to the pictures' vectors in the frozen SmolLM2" \
         "(exp/stage3_init/model + pictures -> exp/stage3/model)"
     xasr --log-file log/stage4-train3.log train experiment=scenes_stage3 "${common[@]}" \
       data.encoder_cache="$cache_dir" train.init_from=exp/stage3_init/model "${stage3_overrides[@]}"
@@ -214,13 +215,14 @@ if in_stages 5; then
     done
   fi
   for condition in speech image shuffled; do
+    model=exp/stage3/model
     case $condition in
-      speech) opts=(--no-images) ;;
+      speech) opts=(); model=exp/stage2/model ;;  # the speech-only system stage 3 starts from
       image) opts=() ;;
       shuffled) opts=(--image-shuffle-seed "$shuffle_seed") ;;
     esac
-    log "Stage 5: decode $decode_sets with llm_greedy, $condition (exp/stage3/model -> exp/decode/$condition)"
-    xasr --log-file "log/stage5-decode-$condition.log" decode --model-dir exp/stage3/model \
+    log "Stage 5: decode $decode_sets with llm_greedy, $condition ($model -> exp/decode/$condition)"
+    xasr --log-file "log/stage5-decode-$condition.log" decode --model-dir "$model" \
       --cuts "${decode_cuts[@]}" --methods llm_greedy --out-dir "exp/decode/$condition" \
       --normalizer english_word --models-dir "$models_dir" --threads "$threads" "${opts[@]}" \
       > "log/stage5-decode-$condition.out"

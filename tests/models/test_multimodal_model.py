@@ -132,6 +132,27 @@ def test_stage3_gradients_reach_only_the_image_interface(parts):
     assert model.qformer.queries.grad is not None and model.qformer.queries.grad.abs().sum() == 0
 
 
+def test_near_zero_query_groups_are_left_out_of_the_prompt(parts):
+    model = _model(parts)
+    model.cfg.image.drop_empty_groups = 2
+    d = model.llm.embed_dim
+    norm = float(model.llm.model.get_input_embeddings().weight.norm(dim=-1).mean())
+    word = torch.full((d,), norm / d ** 0.5)  # a vector of the mean token-embedding norm
+    fitted = torch.stack([word, word, 0.01 * word, 0.01 * word])  # (4, D): a filled group, an empty one
+    model.image_adapter.forward = lambda x: fitted.expand(x.shape[0], -1, -1)
+    vectors = model.image_vectors(_batch(has=(True, True)))
+    assert [v.shape[0] for v in vectors] == [2, 2] and torch.equal(vectors[0], fitted[:2])
+    # both groups empty: the row gets the speech-only prompt, as without a picture
+    model.image_adapter.forward = lambda x: (0.01 * fitted).expand(x.shape[0], -1, -1)
+    assert model.image_vectors(_batch(has=(True, False))) == [None, None]
+    with torch.no_grad():
+        loss = model(_batch(has=(True, False)), stage=3)["loss"]
+        assert torch.allclose(loss, model(_batch(has=(False, False)), stage=3)["loss"])
+    model.cfg.image.drop_empty_groups = 3
+    with pytest.raises(XasrError, match="does not divide the 4 queries"):
+        model.image_vectors(_batch())
+
+
 def test_decoding_with_and_without_pictures(parts):
     model = _model(parts)
     batch = _batch()

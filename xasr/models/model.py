@@ -55,6 +55,12 @@ class ImageSection:
     encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    # queries come in groups of this size (e.g. the four word slots of a grid cell, see
+    # recipes/multimodal/local/align_image.py); a group whose vectors are near zero (mean norm below
+    # empty_norm_ratio x the mean norm of the LLM's token embeddings: what the fit makes of an empty
+    # cell) is left out of the prompt, so the LLM reads only words. 0: every query goes in.
+    drop_empty_groups: int = 0
+    empty_norm_ratio: float = 0.5
 
 
 @dataclass
@@ -341,9 +347,24 @@ class XLLMSpeechModel(nn.Module):
         trains = _trains(self.qformer) or _trains(self.image_adapter)
         with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
             vectors = self.image_adapter(self.qformer(feats, lens, grids))  # (B_img, Q, D_llm)
+        g = self.cfg.image.drop_empty_groups
         for j, b in enumerate(rows.tolist()):
-            out[b] = vectors[j]
+            out[b] = vectors[j] if g <= 0 else self._drop_empty(vectors[j], g)
         return out
+
+    def _drop_empty(self, v: Tensor, group: int) -> Optional[Tensor]:
+        """The query vectors v (Q, D) without the groups of ``group`` consecutive queries whose mean
+        norm is below ``empty_norm_ratio`` x the LLM's mean token-embedding norm; None if none is left."""
+        if v.shape[0] % group:
+            raise XasrError(f"model.image.drop_empty_groups={group} does not divide the {v.shape[0]} queries")
+        if getattr(self, "_token_norm", None) is None:
+            with torch.no_grad():
+                self._token_norm = float(self.llm.model.get_input_embeddings().weight.float().norm(dim=-1).mean())
+        groups = v.reshape(-1, group, v.shape[-1])  # (Q / g, g, D)
+        keep = groups.detach().float().norm(dim=-1).mean(dim=-1) >= self.cfg.image.empty_norm_ratio * self._token_norm
+        if not bool(keep.any()):
+            return None
+        return groups[keep].reshape(-1, v.shape[-1])
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
