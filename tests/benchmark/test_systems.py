@@ -18,6 +18,7 @@ def test_default_names_and_options():
     assert parse_system_spec("xasr:m").options["method"] == "llm_greedy"
     assert parse_system_spec("xasr:m:cif_greedy:max_duration=20").options == {"method": "cif_greedy",
                                                                              "max_duration": 20.0}
+    assert parse_system_spec("xasr:m:repeat_ngram=0").options["repeat_ngram"] == 0
     fw = parse_system_spec("faster-whisper:/models/ct2:int8")
     assert (fw.name, fw.options) == ("faster-whisper-int8", {"compute_type": "int8", "beam": 1, "fallback": False})
     fw5 = parse_system_spec("faster-whisper:whisper-base:float32:beam=5")
@@ -52,6 +53,7 @@ def test_a_path_may_hold_an_equals_sign():
     ("xasr:m:ctc_greedy:cif_greedy", "one decoding method per system"),
     ("xasr:m:ctc_greedy:beam=4", "unknown option 'beam=4' for xasr"),
     ("xasr:m:max_duration=-3", "max_duration must be a positive number"),
+    ("xasr:m:repeat_ngram=-1", "repeat_ngram must be a whole number >= 0"),
     ("faster-whisper:d:int3", "unknown compute type 'int3'"),
     ("faster-whisper:d:beam=0", "beam must be a positive integer, got '0'"),
     ("faster-whisper:d:beam=x", "beam must be a positive integer"),

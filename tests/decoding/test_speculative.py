@@ -415,3 +415,43 @@ def test_posterior_mix_model_feeds_the_head_posteriors_and_speculative_still_equ
     units = _Units()
     greedy = model.decode(batch, "llm_greedy", units)
     assert model.decode(batch, "llm_speculative", units) == greedy
+
+
+def _loop_ngram(greedy: List[List[int]]) -> int:
+    """The smallest run length whose repeat cuts some greedy rows of the fixture but not all."""
+    from xasr.decoding.loops import cut_repeat
+
+    for n in (2, 3, 4, 5):
+        cut = sum(cut_repeat(g, n) != g for g in greedy)
+        if 0 < cut < len(greedy):
+            return n
+    pytest.fail("the fixture's greedy outputs should repeat themselves in some rows")
+
+
+def test_greedy_stopped_at_a_repeat_equals_the_full_output_cut_there(setup):
+    from xasr.decoding.loops import cut_repeat
+
+    n = _loop_ngram(setup.greedy)
+    expected = [cut_repeat(g, n) for g in setup.greedy]
+    with PassCounter(setup.llm.model) as full:
+        setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS)
+    with PassCounter(setup.llm.model) as early:
+        out = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
+    assert out == expected
+    assert early.rows < full.rows  # looping rows stopped, not run to their bounds
+    # beams are not stopped early but cut the same way
+    beams = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, num_beams=2, repeat_ngram=n)
+    assert all(len(b) == len(cut_repeat(b, n)) for b in beams)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_speculative_cut_at_a_repeat_equals_greedy_cut_there(setup, kind):
+    n = _loop_ngram(setup.greedy)
+    greedy = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
+    drafts = _drafts(kind, setup.greedy, setup.llm.stop_id)  # drafts of the uncut output run past the cut
+    stats = DecodeStats()
+    assert speculative_generate(setup.llm, setup.emb, setup.mask, drafts, BOUNDS, stats=stats,
+                                repeat_ngram=n) == greedy
+    assert stats.output_tokens == sum(len(g) for g in greedy)
+    out, _ = speculative_decode(setup.llm, setup.speech, drafts, BOUNDS, repeat_ngram=n)
+    assert out == greedy

@@ -6,7 +6,7 @@ turns lhotse cuts into ``{cut id: text}``.
 
 Kinds (:data:`SYSTEM_KINDS`):
 
-  ``xasr:MODEL_DIR[:METHOD][:max_duration=S]``
+  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N]``
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.models.model.DECODING_METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`.
@@ -222,9 +222,14 @@ class XasrSystem(BenchmarkSystem):
                 opts["method"] = value
             elif key == "max_duration":
                 opts["max_duration"] = _positive_float(spec, key, value)
+            elif key == "repeat_ngram":
+                if not value.isdigit():
+                    raise SystemSpecError(f"system {spec!r}: repeat_ngram must be a whole number >= 0 (0: off), "
+                                          f"got {value!r}")
+                opts["repeat_ngram"] = int(value)
             else:
-                raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method "
-                                      "or max_duration=SECONDS)")
+                raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method, "
+                                      "max_duration=SECONDS or repeat_ngram=N)")
         if methods > 1:
             raise SystemSpecError(f"system {spec!r}: give one decoding method per system")
         return opts
@@ -243,6 +248,8 @@ class XasrSystem(BenchmarkSystem):
         self.model, self.cfg, self.units = load_model_dir(str(d), models_dir=self.settings.models_dir,
                                                           device=self.settings.device)
         self.features = self.cfg.data.features
+        if "repeat_ngram" in self.spec.options:
+            self.model.cfg.repeat_ngram = int(self.spec.options["repeat_ngram"])
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
             raise XasrError(f"system {self.spec.name}: {method} needs a model trained with the LLM (stage 2), "

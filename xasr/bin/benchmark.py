@@ -13,7 +13,8 @@ Usage:
       --out-dir exp/bench-quick
 
 System specs: [NAME=]KIND:PATH[:OPTION...]
-  xasr:MODEL_DIR[:METHOD][:max_duration=S]       METHOD: a decoding method of the model (default llm_greedy)
+  xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N]
+                                                 METHOD: a decoding method of the model (default llm_greedy)
   faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]
                                                   CT2_DIR: model.bin directory, or one holding ct2/ (e.g. the
                                                   installed whisper-base); int8 and greedy by default;

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-shuffle-seed", type=int, default=None,
                    help="permute the pictures across each set's cuts (mismatched-image control)")
     p.add_argument("--no-images", action="store_true", help="decode a model with the image path without pictures")
+    p.add_argument("--repeat-ngram", type=int, default=None,
+                   help="cut an LLM output where a run of this many tokens repeats (0: off; default: the model's "
+                        "model.repeat_ngram)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     sets = parse_named(args.cuts, "--cuts")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
+    if args.repeat_ngram is not None:
+        if args.repeat_ngram < 0:
+            raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
+        model.cfg.repeat_ngram = args.repeat_ngram
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")

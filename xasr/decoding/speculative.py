@@ -53,6 +53,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from xasr.decoding.loops import cut_repeat, has_repeat
 from xasr.errors import XasrError
 
 logger = logging.getLogger(__name__)
@@ -240,13 +241,15 @@ class _Row:
 def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, drafts: Sequence[Sequence[int]],
                          max_new_tokens: Sequence[int], tie_margin: float = TIE_MARGIN,
                          max_proposal: Optional[int] = None, adaptive: Optional[bool] = None, ngram: int = 3,
-                         stats: Optional[DecodeStats] = None) -> List[List[int]]:
+                         stats: Optional[DecodeStats] = None, repeat_ngram: int = 0) -> List[List[int]]:
     """Greedy decoding verified against drafts; returns per row the token ids without the stop token.
 
     inputs_embeds (B, L, D) and attention_mask (B, L): left-padded prompts as for
     ``FrozenLLM.generate_ids``; drafts: per row LLM token ids (:func:`draft_ids`);
     max_new_tokens: per row bound; max_proposal: at most this many draft tokens per pass
-    (None: no limit); stats: counters to add to.
+    (None: no limit); stats: counters to add to; repeat_ngram: as for ``generate_ids``, a row
+    stops once its output repeats a run of that many tokens and is cut where the repeat starts
+    (:mod:`xasr.decoding.loops`), which keeps the output equal to greedy's.
 
     The first pass scores whole drafts. Later, with ``adaptive``, a row that accepted m of
     the k draft tokens it proposed proposes max(2m + 1, k // 2) next (a good draft grows fast,
@@ -353,6 +356,8 @@ def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, dra
                 r.out.append(t)
             if not r.done and len(r.out) >= r.limit:
                 r.done = True
+            if not r.done and repeat_ngram > 0 and has_repeat(r.out, repeat_ngram):
+                r.done = True
             next_anchor_ids.append(int(pred[a, take - 1]) if take > 0 else -1)
             if not r.done and take > m and not r.single:
                 r.pointer = align_draft(r.out, r.draft, r.pointer, ngram)
@@ -382,7 +387,7 @@ def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, dra
             elif sliding:
                 raise XasrError("cannot compact this KV cache, which a sliding-window LLM needs; "
                                    "decode with llm_greedy")
-    outs = [r.out for r in rows]
+    outs = [cut_repeat(r.out, repeat_ngram) for r in rows]
     if stats is not None:
         stats.output_tokens += sum(len(o) for o in outs)
     return outs
@@ -391,12 +396,13 @@ def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, dra
 def speculative_decode(llm, speech: Sequence[Tensor], drafts: Sequence[Sequence[int]], bounds: Sequence[int],
                        confidences: Optional[Sequence[float]] = None, fast_path_threshold: Optional[float] = None,
                        tie_margin: float = TIE_MARGIN, max_proposal: Optional[int] = None,
-                       adaptive: Optional[bool] = None) -> Tuple[List[List[int]], DecodeStats]:
+                       adaptive: Optional[bool] = None, repeat_ngram: int = 0) -> Tuple[List[List[int]], DecodeStats]:
     """LLM output ids per utterance, from its speech vectors (n_b, D) and its draft.
 
     With ``fast_path_threshold``, an utterance whose draft confidence (:func:`head_confidence`)
-    reaches it takes the draft (without its stop token, cut to its bound) and skips the LLM;
-    the others are decoded by :func:`speculative_generate`.
+    reaches it takes the draft (without its stop token, cut to its bound; a head that fires
+    one token per unit does not run away like the LLM, so ``repeat_ngram`` leaves it alone)
+    and skips the LLM; the others are decoded by :func:`speculative_generate`.
     """
     stats = DecodeStats()
     out: List[List[int]] = [[] for _ in speech]
@@ -415,7 +421,7 @@ def speculative_decode(llm, speech: Sequence[Tensor], drafts: Sequence[Sequence[
         emb, mask = llm.generation_inputs([speech[b] for b in todo])
         ids = speculative_generate(llm, emb, mask, [drafts[b] for b in todo], [bounds[b] for b in todo],
                                    tie_margin=tie_margin, max_proposal=max_proposal, adaptive=adaptive,
-                                   stats=stats)
+                                   stats=stats, repeat_ngram=repeat_ngram)
         for b, row in zip(todo, ids):
             out[b] = row
     return out, stats

@@ -241,20 +241,25 @@ class FrozenLLM(nn.Module):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                 max_new_tokens: Sequence[int], num_beams: int = 1) -> List[str]:
+                 max_new_tokens: Sequence[int], num_beams: int = 1, repeat_ngram: int = 0) -> List[str]:
         """Transcripts by greedy (num_beams=1) or beam search, see :meth:`generate_ids`."""
         return [self.decode(ids) for ids in self.generate_ids(inputs_embeds, attention_mask, max_new_tokens,
-                                                               num_beams)]
+                                                               num_beams, repeat_ngram)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def generate_ids(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                     max_new_tokens: Sequence[int], num_beams: int = 1) -> List[List[int]]:
+                     max_new_tokens: Sequence[int], num_beams: int = 1,
+                     repeat_ngram: int = 0) -> List[List[int]]:
         """Generated token ids (without the stop token) per row. Each row stops at the
-        end-of-turn token or at its own bound ``max_new_tokens[b]``, whichever comes first."""
-        from transformers import LogitsProcessor, LogitsProcessorList
+        end-of-turn token or at its own bound ``max_new_tokens[b]``, whichever comes first.
+        ``repeat_ngram`` > 0: a row is cut where a run of that many tokens starts a second
+        time (:mod:`xasr.decoding.loops`); greedy rows stop as soon as one appears."""
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        from xasr.decoding.loops import cut_repeat, has_repeat
 
         limits = torch.tensor(list(max_new_tokens), device=inputs_embeds.device)
         stop_id = self.stop_id
@@ -276,15 +281,25 @@ class FrozenLLM(nn.Module):
                     scores[done, stop_id] = 0.0
                 return scores
 
+        class Loop(StoppingCriteria):  # greedy only: beams are cut at the end
+            start: Optional[int] = None
+
+            def __call__(self, input_ids, scores, **kwargs):
+                if self.start is None:  # called after the first token: one generated so far
+                    self.start = input_ids.shape[1] - 1
+                gen = input_ids[:, self.start:].tolist()
+                return torch.tensor([has_repeat(g, repeat_ngram) for g in gen], device=input_ids.device)
+
+        stopping = StoppingCriteriaList([Loop()] if repeat_ngram > 0 and num_beams == 1 else [])
         out = self.model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             max_new_tokens=int(limits.max()) + 1, num_beams=num_beams, do_sample=False,
             eos_token_id=stop_id, pad_token_id=self.pad_id,
-            logits_processor=LogitsProcessorList([RowLimit()]),
+            logits_processor=LogitsProcessorList([RowLimit()]), stopping_criteria=stopping,
         )
         rows = []
         for row in out.tolist():
             if stop_id in row:
                 row = row[:row.index(stop_id)]
-            rows.append(row)
+            rows.append(cut_repeat(row, repeat_ngram))
         return rows

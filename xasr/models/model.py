@@ -90,6 +90,9 @@ class ModelConfig:
     beam_size: int = 4  # llm_beam
     length_bound_factor: float = 1.5  # LLM output bound: factor * LLM tokens of the CIF-head text + margin
     length_bound_margin: int = 8
+    # LLM decodings: an output that repeats a run of this many LLM tokens is cut where the repeat
+    # starts, and a greedy row stops there (xasr.decoding.loops); 0: off
+    repeat_ngram: int = 5
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
@@ -374,8 +377,10 @@ class XLLMSpeechModel(nn.Module):
         ``llm_speculative`` gives the ``llm_greedy`` transcripts with fewer LLM passes: the CIF
         head's (or with ``speculative_draft: ctc`` the CTC head's) transcript is the draft the
         LLM verifies (:mod:`xasr.decoding.speculative`). ``llm_fast`` takes a draft without the
-        LLM when its head is confident (``fast_path_threshold``), so its output may differ. The
-        work done is left in ``last_decode_stats`` (a ``DecodeStats``).
+        LLM when its head is confident (``fast_path_threshold``), so its output may differ. Every
+        LLM decoding is cut where its output starts repeating a run of ``repeat_ngram`` tokens
+        (:mod:`xasr.decoding.loops`). The work done is left in ``last_decode_stats`` (a
+        ``DecodeStats``).
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
                                                head_confidence, speculative_decode)
@@ -410,12 +415,13 @@ class XLLMSpeechModel(nn.Module):
                 raise ValueError(f"speculative_draft must be cif or ctc, not {self.cfg.speculative_draft!r}")
             ids, self.last_decode_stats = speculative_decode(
                 self.llm, rows, [draft_ids(self.llm, t) for t in draft_texts], bounds, confidence,
-                self.cfg.fast_path_threshold if method == "llm_fast" else None)
+                self.cfg.fast_path_threshold if method == "llm_fast" else None, repeat_ngram=self.cfg.repeat_ngram)
         else:
             emb, mask = self.llm.generation_inputs(rows, images)
             with PassCounter(self.llm.model) as counter:
                 ids = self.llm.generate_ids(emb, mask, bounds,
-                                            num_beams=1 if method == "llm_greedy" else self.cfg.beam_size)
+                                            num_beams=1 if method == "llm_greedy" else self.cfg.beam_size,
+                                            repeat_ngram=self.cfg.repeat_ngram)
             self.last_decode_stats = greedy_stats(counter, ids)
         texts = [self.llm.decode(r) for r in ids]
         if self.cfg.llm.target_case == "lower":
