@@ -260,12 +260,15 @@ def test_stage3_trains_the_image_interface_from_a_stage2_model(parts, corpus, tm
 
     # decoding from the command line: own pictures, shuffled pictures (the control), no pictures
     from xasr.bin.cli import main
-    for name, extra in (("own", []), ("shuffled", ["--image-shuffle-seed", "0"]), ("none", ["--no-images"])):
+    for name, extra in (("own", []), ("shuffled", ["--image-shuffle-seed", "0"]), ("none", ["--no-images"]),
+                        ("no_loop_cut", ["--repeat-ngram", "0"])):
         assert main(["decode", "--model-dir", str(s3), "--cuts", f"test={corpus}/cuts.jsonl.gz", "--methods",
                      "llm_greedy", "--out-dir", str(tmp_path / name), "--normalizer", "none", *extra]) == 0
         assert (tmp_path / name / "recogs-test-llm_greedy.txt").is_file()
     assert main(["decode", "--model-dir", str(s2), "--cuts", f"test={corpus}/cuts.jsonl.gz", "--out-dir",
                  str(tmp_path / "bad"), "--image-shuffle-seed", "0"]) == 1  # a model without pictures
+    assert main(["decode", "--model-dir", str(s3), "--cuts", f"test={corpus}/cuts.jsonl.gz", "--out-dir",
+                 str(tmp_path / "bad"), "--repeat-ngram", "-1"]) == 1
 
     # a finished model directory must hold the image weights ...
     broken = tmp_path / "broken"
