@@ -11,7 +11,8 @@ Usage:
 
 Prints, per method: the error rate (WER/CER through xasr.scoring.wer.score; the normalizer
 comes from the supervisions' language unless --normalizer is given), LLM forward passes per
-utterance and per output token (passes counted per row: a batched call of B rows counts B),
+utterance and per output token (passes counted per row: a batched call of B rows counts B; the
+batched calls themselves are a column too),
 positions run per output token (padding included: on a CPU the cost of a pass grows with
 them), the share of draft tokens accepted, LLM output tokens per second, the real-time factor, the
 peak RSS of the process that ran it, and how many utterances equal ``llm_greedy``
@@ -198,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# {n} utterances, {audio:.1f} s of audio, {args.cuts}; model {args.model_dir}")
     print(f"# {platform.processor() or platform.machine()}, torch threads {args.threads}, device {args.device}, "
           f"batches of at most {args.max_duration:g} s, normalizer {normalizer}")
-    head = ["method", "error", "passes/utt", "passes/token", "positions/token", "accepted", "close", "fast",
+    head = ["method", "error", "calls", "passes/utt", "passes/token", "positions/token", "accepted", "close", "fast",
             "tokens/s", "RTF", "peak RSS MB", "wall s"]
     rows = []
     for name, r in results.items():
@@ -210,6 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         r["error_rate"] = res.error_rate
         rows.append([
             name, f"{res.unit} {100 * res.error_rate:.2f}",
+            str(st.get("forward_calls", "-")) if llm else "-",
             _fmt(st["row_passes"] / utts if llm else None, ".2f"),
             _fmt(st["row_passes"] / max(1, tokens) if llm else None, ".3f"),
             _fmt(st["fed_positions"] / max(1, tokens) if llm else None, ".2f"),
@@ -230,7 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if name != "llm_greedy" and name.startswith(("llm_speculative", "llm_fast")):
                 same = sum(r["hyps"].get(k) == v for k, v in greedy.items())
                 print(f"{name} == llm_greedy on {same}/{len(greedy)} utterances")
-    print("# columns: passes = LLM forward passes counted per row; positions = positions run after the prompts, "
+    print("# columns: calls = batched LLM forward calls (one runs every unfinished row of its batch); "
+          "passes = LLM forward passes counted per row; positions = positions run after the prompts, "
           "padding included (what a pass costs on a CPU); accepted = % of draft tokens (end-of-turn included) that "
           "became output; close = near-ties re-checked alone; fast = utterances the fast path took; tokens = LLM "
           "output tokens")
