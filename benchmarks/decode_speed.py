@@ -10,11 +10,10 @@ Usage:
   ... --system faster-whisper:whisper-base:int8
 
 Prints, per method: the error rate (WER/CER through xasr.scoring.wer.score; the normalizer
-comes from the supervisions' language unless --normalizer is given), LLM forward passes per
-utterance and per output token (passes counted per row: a batched call of B rows counts B; the
-batched calls themselves are a column too),
-positions run per output token (padding included: on a CPU the cost of a pass grows with
-them), the share of draft tokens accepted, LLM output tokens per second, the real-time factor, the
+comes from the supervisions' language unless --normalizer is given), batched LLM forward calls,
+LLM forward passes per utterance and per output token (passes counted per row: a batched call
+of B rows counts B), positions run per output token (padding included: on a CPU the cost of a
+pass grows with them), the share of draft tokens accepted, LLM output tokens per second, the real-time factor, the
 peak RSS of the process that ran it, and how many utterances equal ``llm_greedy``
 ("llm_speculative == llm_greedy on N/N utterances"), then the command that produced it.
 
@@ -211,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         r["error_rate"] = res.error_rate
         rows.append([
             name, f"{res.unit} {100 * res.error_rate:.2f}",
-            str(st.get("forward_calls", "-")) if llm else "-",
+            _fmt(st["forward_calls"] if llm else None, "d"),
             _fmt(st["row_passes"] / utts if llm else None, ".2f"),
             _fmt(st["row_passes"] / max(1, tokens) if llm else None, ".3f"),
             _fmt(st["fed_positions"] / max(1, tokens) if llm else None, ".2f"),
