@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat-ngram", type=int, default=None,
                    help="cut an LLM output where a run of this many tokens repeats (0: off; default: the model's "
                         "model.repeat_ngram)")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="llm_ctc: weight of the CTC prefix score against the LLM's, in [0, 1] (default: the "
+                        "model's model.joint_ctc_weight)")
+    p.add_argument("--length-bonus", type=float, default=None,
+                   help="llm_ctc: score added per CTC unit of a hypothesis (default: model.joint_length_bonus)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
         if args.repeat_ngram < 0:
             raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
         model.cfg.repeat_ngram = args.repeat_ngram
+    if args.ctc_weight is not None:
+        if not 0.0 <= args.ctc_weight <= 1.0:
+            raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
+        model.cfg.joint_ctc_weight = args.ctc_weight
+    if args.length_bonus is not None:
+        model.cfg.joint_length_bonus = args.length_bonus
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")

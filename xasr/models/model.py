@@ -37,7 +37,7 @@ from xasr.models.whisper_encoder import WhisperEncoderConfig
 
 logger = logging.getLogger(__name__)
 
-DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_speculative", "llm_fast")
+DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_speculative", "llm_fast")
 PARTS = ("encoder", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
 
@@ -93,6 +93,11 @@ class ModelConfig:
     # LLM decodings: an output that repeats a run of this many LLM tokens is cut where the repeat
     # starts, and a greedy row stops there (xasr.decoding.loops); 0: off
     repeat_ngram: int = 5
+    # llm_ctc: beam search (beam_size) over LLM tokens scored (1 - w) * LLM + w * CTC prefix
+    # log-probability, w = joint_ctc_weight; joint_pre_beam LLM tokens tried per hypothesis
+    joint_ctc_weight: float = 0.5
+    joint_pre_beam: int = 8
+    joint_length_bonus: float = 0.0  # added to a hypothesis' score per CTC unit of its text
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
@@ -404,7 +409,21 @@ class XLLMSpeechModel(nn.Module):
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
         if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
             raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
-        if method in ("llm_speculative", "llm_fast"):
+        if method == "llm_ctc":
+            from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
+
+            log_probs = self.ctc(h).float().cpu().numpy()  # (B, T, V)
+            if getattr(self, "_unit_map", None) is None or self._unit_map.sp is not units:
+                self._unit_map = UnitMap(units, self.llm.tokenizer, self.cfg.llm.target_case)
+            emb, mask = self.llm.generation_inputs(rows, images)
+            self.last_decode_stats = DecodeStats()
+            ids = joint_ctc_generate(
+                self.llm, emb, mask, [log_probs[b, :max(1, n)] for b, n in enumerate(h_lens.tolist())],
+                self._unit_map, bounds, beam=self.cfg.beam_size,
+                ctc_weight=self.cfg.joint_ctc_weight, pre_beam=self.cfg.joint_pre_beam,
+                length_bonus=self.cfg.joint_length_bonus,
+                repeat_ngram=self.cfg.repeat_ngram, blank=self.ctc.blank_id, stats=self.last_decode_stats)
+        elif method in ("llm_speculative", "llm_fast"):
             if self.cfg.speculative_draft == "ctc":
                 log_probs = self.ctc(h)  # (B, T, V)
                 draft_texts = [units.decode(u) for u in self.ctc.greedy_decode(log_probs, h_lens)]
