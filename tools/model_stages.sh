@@ -12,7 +12,7 @@
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
 #   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt
 #   8  results:  the table of error rates and speeds -> exp/decode/results.md
-#   9  benchmark: the test set(s) with xasr (LLM and heads) against Whisper base (faster-whisper
+#   9  benchmark: the test set(s) with xasr (LLM + CTC, CTC head) against Whisper base (faster-whisper
 #                int8, and transformers with benchmark_hf=true), in one run -> exp/benchmark/
 
 models_dir=${XASR_MODELS_DIR:-$XASR_ROOT/models}
@@ -89,11 +89,13 @@ if in_stages 9; then
   for s in $eval_sets; do
     case $s in *test*) test_sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz") ;; esac
   done
-  systems=("llm=xasr:$exp_stage2/model:llm_greedy" "cif=xasr:$exp_stage2/model:cif_greedy"
-           "ctc=xasr:$exp_stage2/model:ctc_greedy" "fw-int8=faster-whisper:$encoder_model:int8")
+  # the LLM with the CTC head (the recipe's best decoding) and the CTC head alone; the other
+  # methods' error rates and speeds are in stage 7's table
+  systems=("llm_ctc=xasr:$exp_stage2/model:llm_ctc" "ctc=xasr:$exp_stage2/model:ctc_greedy"
+           "fw-int8=faster-whisper:$encoder_model:int8")
   [ "${benchmark_hf:-false}" = true ] && systems+=("hf-whisper=hf-whisper:$encoder_model")
   log "Stage 9: benchmark ${test_sets[*]} against Whisper base ($exp_stage2/model -> exp/benchmark)"
   xasr --log-file log/stage9-benchmark.log benchmark --system "${systems[@]}" --sets "${test_sets[@]}" \
-    --normalizer "$normalizer" --reference llm --threads "$nj" --models-dir "$models_dir" --out-dir exp/benchmark
+    --normalizer "$normalizer" --reference llm_ctc --threads "$nj" --models-dir "$models_dir" --out-dir exp/benchmark
   cat exp/benchmark/benchmark.md
 fi

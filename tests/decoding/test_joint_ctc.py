@@ -187,9 +187,11 @@ def test_unit_map_scores_complete_words_with_word_pieces(tmp_path):
     tok = AutoTokenizer.from_pretrained(str(make_tiny_llm(tmp_path / "llm")))
     um = UnitMap(units, tok, target_case="lower")
     assert um.word_pieces
-    assert um.units("the ca", final=False) == tuple(units.encode("THE"))  # the unfinished word waits
+    # the unfinished last word is scored without its last piece
+    assert um.units("the ca", final=False) == tuple(units.encode("THE")) + tuple(units.encode("CA"))[:-1]
     assert um.units("the ca", final=True) == tuple(units.encode("THE CA"))
-    assert um.units("the", final=False) == ()
+    assert um.units("the", final=False) == tuple(units.encode("THE"))[:-1]
+    assert um.units("the cat sat", final=False)[:len(units.encode("THE CAT"))] == tuple(units.encode("THE CAT"))
     assert um.units("the cat\ufffd", final=False) is None  # ends inside a character
     assert um.spelling("the  cat ") == "the cat"
     chars = UnitMap(_units(tmp_path, ["今天天气很好"], "char"), tok)

@@ -135,7 +135,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
     for s in ("dev-clean", "test-clean"):
-        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_speculative"):
+        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_ctc"):
             wer = (d / f"exp/decode/wer-{s}-{m}.txt").read_text()
             assert wer.startswith("%WER ")
             assert (d / f"exp/decode/errs-{s}-{m}.txt").is_file()

@@ -44,6 +44,7 @@ from xasr.decoding.loops import has_repeat
 from xasr.decoding.speculative import DecodeStats, _cache_kwarg
 
 NEG_INF = -np.inf
+MAX_WORD_CHARS = 30  # word-piece units: a hypothesis word longer than this is a runaway
 Units = Tuple[int, ...]
 
 
@@ -242,8 +243,11 @@ def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_l
                         new_text, units = units_of(ids, False)
                         if units is None or "\ufffd" in new_text:
                             continue  # ends inside a character (byte tokens): not searched
-                        if unit_map.word_pieces:  # units lag a word behind: the text must grow
+                        if unit_map.word_pieces:  # units lag a piece behind: the text must grow
                             grew = len("".join(new_text.split())) > len("".join(text.split()))
+                            words = new_text.split()
+                            if words and len(words[-1]) > MAX_WORD_CHARS:
+                                continue
                         else:
                             grew = len(units) > len(h.units)
                         if not grew:
@@ -312,8 +316,9 @@ class UnitMap:
 
     ``units(text, final)``: the unit ids the CTC term scores for an LLM hypothesis text, or None
     when the text ends inside a character (a partial byte sequence). With word-piece units
-    (pieces that start with the word-boundary mark) a running hypothesis is scored on its
-    complete words only (everything before its last space); character units drop spaces.
+    (pieces that start with the word-boundary mark) the last word of a running hypothesis may
+    still grow, and its pieces can change as it does: it is scored without its last piece, and
+    a word longer than ``MAX_WORD_CHARS`` is not searched. Character units drop spaces.
     ``token(unit, at_start)``: the LLM token that writes a unit, where one token does (None
     otherwise), so the CTC head can propose tokens the LLM ranks low.
     ``spelling(text)``: the text without the spacing the units ignore (hypotheses that differ
@@ -340,9 +345,10 @@ class UnitMap:
             text = text.upper()
         if self.word_pieces:
             text = " ".join(text.split())
-            if not final:
+            if not final:  # the unfinished last word: all its pieces but the last
                 cut = text.rfind(" ")
-                text = text[:cut] if cut >= 0 else ""
+                done = tuple(self.sp.encode(text[:cut])) if cut > 0 else ()
+                return done + tuple(self.sp.encode(text[cut + 1:]))[:-1]
         else:
             text = "".join(text.split())
         return tuple(self.sp.encode(text)) if text else ()
