@@ -178,3 +178,16 @@ def test_resume_with_more_steps_trains_on(data, tmp_path):
     train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=7", *common)))
     log = (exp / "train.log").read_text()
     assert "resumed from" in log and "training done: 7 steps" in log
+
+
+def test_resume_refuses_a_checkpoint_of_other_trainable_parts(data, tmp_path):
+    """A run whose trainable parts changed (e.g. LoRA added) must say why it cannot resume,
+    not fail inside the optimiser."""
+    from xasr.errors import XasrError
+    from xasr.trainer import train
+
+    exp = tmp_path / "parts"
+    common = ["train.save_interval=2", "train.average_last=1", "train.max_steps=2"]
+    train(load_experiment(_overrides(data, exp, *common, "train.trainable=[ctc,cformer]")))
+    with pytest.raises(XasrError, match="cannot resume from it.*checkpoints"):
+        train(load_experiment(_overrides(data, exp, *common, "train.max_steps=4", "train.trainable=[ctc]")))

@@ -264,6 +264,13 @@ class Trainer:
         last = ckpts[-1]
         weights = load_file(str(last / "trainable.safetensors"))
         params = dict(self.model.named_parameters())
+        trainable = {k for k, p in params.items() if p.requires_grad}
+        if set(weights) != trainable:
+            extra, missing = sorted(set(weights) - trainable), sorted(trainable - set(weights))
+            raise XasrError(
+                f"{last} was saved by a run that trained other parameters (there, not here: {extra[:2]}; "
+                f"here, not there: {missing[:2]}), so this run cannot resume from it. Remove "
+                f"{self._ckpt_dir()} or choose another train.exp_dir")
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)

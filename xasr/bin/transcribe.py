@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", default=None, help="where the frozen pretrained models are installed")
     p.add_argument("--out-dir", default=None, help="write results.jsonl, text (and srt/) here; resumable")
     p.add_argument("--method", default="llm_greedy",
-                   help="decoding method (ctc_greedy, cif_greedy, llm_greedy, llm_beam, ...)")
+                   help="decoding method (ctc_greedy, cif_greedy, llm_greedy, llm_beam, llm_ctc, ...)")
     p.add_argument("--max-batch-seconds", type=float, default=60.0, help="seconds of audio per batch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

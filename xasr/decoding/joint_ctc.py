@@ -11,13 +11,18 @@ for End-to-End Speech Recognition", with the LLM in the attention decoder's plac
 search over LLM tokens in which a hypothesis scores
 
     (1 - w) * log P_LLM(tokens | prompt, speech) + w * log P_CTC(units of its text ...)
+        + length_bonus * (number of those units)
 
 where the CTC term is the *prefix* probability of its units (the probability that the
 transcript starts with them) while it runs, and the full CTC probability once it ends. Each
-step, every running hypothesis extends by the ``pre_beam`` most likely LLM tokens (and the stop
-token); the ``beam`` best extensions over the utterance survive. Both terms only fall as a
-hypothesis grows, so the search stops as soon as a finished hypothesis scores at least as
-well as every running one.
+step, every running hypothesis extends by the ``pre_beam`` most likely LLM tokens, the tokens
+that write the CTC head's most likely next units (the LLM alone may rank the right one low),
+and the stop token; the ``beam`` best extensions of the utterance survive (ended ones leave the
+search). Without a length bonus, and with character units, no score can rise as a hypothesis
+grows, so an utterance stops as soon as no running hypothesis beats its best ended one;
+otherwise when every hypothesis has ended or reached the length bound. Token sequences that
+spell the same text are one hypothesis; a token that writes nothing the CTC head scores (a
+special token, a space between characters) or ends inside a character is not tried.
 
 The LLM and the CTC head do not share units: the CTC term is computed on the units of the
 hypothesis *text* (``text_to_units``), so any LLM tokenizer works with any unit inventory. A
@@ -164,16 +169,17 @@ class _Utt:
 def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_log_probs: Sequence[np.ndarray],
                        unit_map: UnitMap, max_new_tokens: Sequence[int], beam: int = 4, ctc_weight: float = 0.5,
                        pre_beam: int = 8, ctc_pre_beam: Optional[int] = None, length_bonus: float = 0.0,
-                       repeat_ngram: int = 0,
-                       blank: int = 0, stats: Optional[DecodeStats] = None) -> List[List[int]]:
+                       repeat_ngram: int = 0, blank: int = 0, stats: Optional[DecodeStats] = None
+                       ) -> List[List[int]]:
     """Joint LLM + CTC beam search; returns per row the best hypothesis' LLM token ids.
 
     inputs_embeds (B, L, D), attention_mask (B, L): left-padded prompts; ctc_log_probs: per row
     (T_b, V_units); unit_map: between LLM text and the CTC units (:class:`UnitMap`);
     max_new_tokens: per row bound (a hypothesis that reaches it must stop); ctc_weight w in
     [0, 1]; pre_beam: the LLM's most likely tokens tried per hypothesis, and the tokens of the
-    CTC head's ``ctc_pre_beam`` (default ``pre_beam``) most likely next units; repeat_ngram > 0: an extension that repeats a run of that many tokens is not kept
-    (:mod:`xasr.decoding.loops`).
+    CTC head's ``ctc_pre_beam`` (default ``pre_beam``) most likely next units; length_bonus:
+    added per CTC unit of a hypothesis (against the deletions both terms favour); repeat_ngram
+    > 0: an extension that repeats a run of that many tokens is not kept (:mod:`xasr.decoding.loops`).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], not {ctc_weight}")
@@ -200,6 +206,8 @@ def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_l
         stats.utterances += B
     text_cache: Dict[Tuple[int, ...], Tuple[str, Optional[Units]]] = {}
     ctc_k = pre_beam if ctc_pre_beam is None else ctc_pre_beam
+    # with a length bonus, or word pieces (whose unfinished word's pieces may change), a score can rise
+    exact_stop = length_bonus <= 0 and not unit_map.word_pieces
 
     def units_of(ids: List[int], final: bool) -> Tuple[str, Optional[Units]]:
         key = (final,) + tuple(ids)
@@ -280,9 +288,9 @@ def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_l
                 hyp = _Hyp(ids=h.ids if final else h.ids + [t], llm=llm_score, units=units, ctc=ctc,
                            score=score, row=h.row)
                 (u.ended if final else keep).append(hyp)
-            best_end = max((e.score for e in u.ended), default=-math.inf) if length_bonus <= 0 else -math.inf
-            # scores only fall as a hypothesis grows: a running one below the best ended never wins
-            keep = [k for k in keep if k.score > best_end]
+            if exact_stop:  # scores only fall as a hypothesis grows: one below the best ended never wins
+                best_end = max((e.score for e in u.ended), default=-math.inf)
+                keep = [k for k in keep if k.score > best_end]
             u.done = not keep
             u.running = keep
             next_running.append(keep)

@@ -7,7 +7,7 @@
 
 In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
 transcripts from any decoding method (``ctc_greedy``, ``cif_greedy``, ``llm_greedy``,
-``llm_beam``). A trained model is a directory (:func:`save_model_dir`) that holds only what
+``llm_beam``, ``llm_ctc``, ``llm_speculative``, ``llm_fast``). A trained model is a directory (:func:`save_model_dir`) that holds only what
 xasr trained, and names the frozen pretrained parts it was trained with (path and fingerprint).
 """
 from __future__ import annotations
@@ -384,8 +384,9 @@ class XLLMSpeechModel(nn.Module):
         LLM verifies (:mod:`xasr.decoding.speculative`). ``llm_fast`` takes a draft without the
         LLM when its head is confident (``fast_path_threshold``), so its output may differ. Every
         LLM decoding is cut where its output starts repeating a run of ``repeat_ngram`` tokens
-        (:mod:`xasr.decoding.loops`). The work done is left in ``last_decode_stats`` (a
-        ``DecodeStats``).
+        (:mod:`xasr.decoding.loops`). ``llm_ctc`` is a beam search of the LLM scored with the CTC
+        head's prefix probabilities (:mod:`xasr.decoding.joint_ctc`, ``joint_*`` settings). The
+        work done is left in ``last_decode_stats`` (a ``DecodeStats``).
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
                                                head_confidence, speculative_decode)
