@@ -1,9 +1,8 @@
 """Joint LLM + CTC beam search: the frozen LLM proposes, the CTC head's prefix scores weigh in.
 
 In: the embedded, left-padded generation prompts of a batch (``FrozenLLM.generation_inputs``),
-each utterance's CTC log-probabilities (T_b, V_units) from the stage-1 head, a function that
-turns an LLM hypothesis text into the unit sequence the CTC head scores, and each utterance's
-length bound.
+each utterance's CTC log-probabilities (T_b, V_units) from the stage-1 head, a
+:class:`UnitMap` between LLM text and those units, and each utterance's length bound.
 Out: per utterance the LLM token ids of the best hypothesis (without the stop token).
 
 How (hybrid CTC/attention decoding, Watanabe et al. 2017, "Hybrid CTC/Attention Architecture
@@ -25,10 +24,9 @@ spell the same text are one hypothesis; a token that writes nothing the CTC head
 special token, a space between characters) or ends inside a character is not tried.
 
 The LLM and the CTC head do not share units: the CTC term is computed on the units of the
-hypothesis *text* (``text_to_units``), so any LLM tokenizer works with any unit inventory. A
-text whose last LLM token ends inside a multi-byte character is scored as its parent; with
-word-piece units (English BPE) only complete words are scored until the hypothesis ends,
-since the pieces of a word can change as it grows.
+hypothesis *text* (:meth:`UnitMap.units`), so any LLM tokenizer works with any unit inventory.
+With word-piece units (English BPE) the word being written is scored without its last piece
+until the hypothesis ends, since the pieces of a word can change as it grows.
 
 The CTC prefix probabilities (:class:`CtcPrefixScorer`) are exact and computed without a
 Python loop over frames: the recursions are linear in probability space, so each is a
