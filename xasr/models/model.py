@@ -7,8 +7,9 @@
 
 In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
 transcripts from any decoding method (``ctc_greedy``, ``cif_greedy``, ``llm_greedy``,
-``llm_beam``, ``llm_ctc``, ``llm_speculative``, ``llm_fast``). A trained model is a directory (:func:`save_model_dir`) that holds only what
-xasr trained, and names the frozen pretrained parts it was trained with (path and fingerprint).
+``llm_beam``, ``llm_ctc``, ``llm_speculative``, ``llm_fast``). A trained model is a directory
+(:func:`save_model_dir`) that holds only what xasr trained, and names the frozen pretrained parts
+it was trained with (path and fingerprint).
 """
 from __future__ import annotations
 
