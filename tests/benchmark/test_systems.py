@@ -19,6 +19,8 @@ def test_default_names_and_options():
     assert parse_system_spec("xasr:m:cif_greedy:max_duration=20").options == {"method": "cif_greedy",
                                                                              "max_duration": 20.0}
     assert parse_system_spec("xasr:m:repeat_ngram=0").options["repeat_ngram"] == 0
+    joint = parse_system_spec("xasr:m:llm_ctc:ctc_weight=0.7:length_bonus=-0.5").options
+    assert (joint["ctc_weight"], joint["length_bonus"]) == (0.7, -0.5)
     fw = parse_system_spec("faster-whisper:/models/ct2:int8")
     assert (fw.name, fw.options) == ("faster-whisper-int8", {"compute_type": "int8", "beam": 1, "fallback": False})
     fw5 = parse_system_spec("faster-whisper:whisper-base:float32:beam=5")
@@ -54,6 +56,8 @@ def test_a_path_may_hold_an_equals_sign():
     ("xasr:m:ctc_greedy:beam=4", "unknown option 'beam=4' for xasr"),
     ("xasr:m:max_duration=-3", "max_duration must be a positive number"),
     ("xasr:m:repeat_ngram=-1", "repeat_ngram must be a whole number >= 0"),
+    ("xasr:m:llm_ctc:ctc_weight=1.5", "ctc_weight must be a number in [0, 1], got '1.5'"),
+    ("xasr:m:llm_ctc:length_bonus=x", "length_bonus must be a number, got 'x'"),
     ("faster-whisper:d:int3", "unknown compute type 'int3'"),
     ("faster-whisper:d:beam=0", "beam must be a positive integer, got '0'"),
     ("faster-whisper:d:beam=x", "beam must be a positive integer"),

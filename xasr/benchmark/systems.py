@@ -6,10 +6,12 @@ turns lhotse cuts into ``{cut id: text}``.
 
 Kinds (:data:`SYSTEM_KINDS`):
 
-  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N]``
+  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B]``
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.models.model.DECODING_METHODS` (default ``llm_greedy``); batches of at most
-      S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`.
+      S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
+      W (in [0, 1]) and B override the model's ``joint_ctc_weight`` / ``joint_length_bonus``
+      for ``llm_ctc``.
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import re
 import warnings
 import tempfile
@@ -227,9 +230,18 @@ class XasrSystem(BenchmarkSystem):
                     raise SystemSpecError(f"system {spec!r}: repeat_ngram must be a whole number >= 0 (0: off), "
                                           f"got {value!r}")
                 opts["repeat_ngram"] = int(value)
+            elif key in ("ctc_weight", "length_bonus"):
+                try:
+                    x = float(value)
+                except ValueError:
+                    x = float("nan")
+                if not (0.0 <= x <= 1.0 if key == "ctc_weight" else math.isfinite(x)):
+                    raise SystemSpecError(f"system {spec!r}: {key} must be a number"
+                                          f"{' in [0, 1]' if key == 'ctc_weight' else ''}, got {value!r}")
+                opts[key] = x
             else:
                 raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method, "
-                                      "max_duration=SECONDS or repeat_ngram=N)")
+                                      "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W or length_bonus=B)")
         if methods > 1:
             raise SystemSpecError(f"system {spec!r}: give one decoding method per system")
         return opts
@@ -250,6 +262,10 @@ class XasrSystem(BenchmarkSystem):
         self.features = self.cfg.data.features
         if "repeat_ngram" in self.spec.options:
             self.model.cfg.repeat_ngram = int(self.spec.options["repeat_ngram"])
+        if "ctc_weight" in self.spec.options:
+            self.model.cfg.joint_ctc_weight = float(self.spec.options["ctc_weight"])
+        if "length_bonus" in self.spec.options:
+            self.model.cfg.joint_length_bonus = float(self.spec.options["length_bonus"])
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
             raise XasrError(f"system {self.spec.name}: {method} needs a model trained with the LLM (stage 2), "
