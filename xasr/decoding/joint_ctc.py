@@ -107,39 +107,36 @@ class CtcPrefixScorer:
         """Prefix log-probabilities (V,) of ``parent`` + each unit (the blank's entry is -inf), without
         keeping their states: what the search uses to propose units the LLM did not."""
         self.ensure([parent])
-        rn_g, rb_g, _ = self.states[parent]
-        phi = np.logaddexp(rn_g, rb_g)[:, None] + np.zeros((1, self.lp.shape[1]))  # (T, V)
-        if parent:
-            phi[:, parent[-1]] = rb_g
-        init = self.lp[0] if not parent else np.full(self.lp.shape[1], NEG_INF)
-        psi = np.logaddexp.reduce(np.concatenate([init[None], phi[:-1] + self.lp[1:]], axis=0), axis=0)
+        psi = self._phi_psi(parent, np.arange(self.lp.shape[1]))[3]
         psi[self.blank] = NEG_INF
         return psi
 
-    def _extend(self, parent: Units, units: List[int]) -> None:
+    def _phi_psi(self, parent: Units, c: np.ndarray):
+        """For the extensions of ``parent`` by the units ``c`` (C,): their frame log-probabilities
+        lp_c (T, C); phi (T, C), the probability of the parent ending at t in a way the unit can
+        follow; r^n_0 (C,); and their prefix log-probabilities psi (C,)."""
         rn_g, rb_g, _ = self.states[parent]
-        lp, T = self.lp, self.T
-        c = np.asarray(units)
-        lp_c = lp[:, c]  # (T, C)
-        # phi_t: probability of the parent ending at t in a way the next unit can follow
+        lp_c = self.lp[:, c]  # (T, C)
         phi = np.repeat(np.logaddexp(rn_g, rb_g)[:, None], len(c), axis=1)  # (T, C)
         if parent:
-            same = c == parent[-1]
-            phi[:, same] = rb_g[:, None]  # a repeated unit needs a blank in between
+            phi[:, c == parent[-1]] = rb_g[:, None]  # a repeated unit needs a blank in between
         init = lp_c[0] if not parent else np.full(len(c), NEG_INF)  # r^n_0
+        # prefix probability: sum over the frame where the unit is first emitted
+        psi = np.logaddexp.reduce(np.concatenate([init[None], phi[:-1] + lp_c[1:]], axis=0), axis=0)
+        return lp_c, phi, init, psi
+
+    def _extend(self, parent: Units, units: List[int]) -> None:
+        c = np.asarray(units)
+        lp_c, phi, init, psi = self._phi_psi(parent, c)
         # r^n_t = (r^n_{t-1} + phi_{t-1}) p_t(c): with C_t = sum_{u<=t} log p_u(c), r^n_t - C_t is a
         # running log-sum of phi_{s-1} - C_{s-1}
         cum = np.cumsum(lp_c, axis=0)  # (T, C)
         terms = np.concatenate([(init - cum[0])[None], phi[:-1] - cum[:-1]], axis=0)  # (T, C)
-        with np.errstate(invalid="ignore"):  # -inf - -inf cannot occur (cum is finite); guard anyway
-            rn = _log_cumsum(terms) + cum
-        rn = np.nan_to_num(rn, nan=NEG_INF)
+        rn = _log_cumsum(terms) + cum
         # r^b_t = (r^b_{t-1} + r^n_{t-1}) p_t(blank), r^b_0 = 0
         bc = self.blank_cum[:, None]
         bterms = np.concatenate([np.full((1, len(c)), NEG_INF), rn[:-1] - bc[:-1]], axis=0)
         rb = _log_cumsum(bterms) + bc
-        # prefix probability: sum over the frame where c is first emitted
-        psi = np.logaddexp.reduce(np.concatenate([init[None], phi[:-1] + lp_c[1:]], axis=0), axis=0)
         for j, u in enumerate(units):
             self.states[parent + (int(u),)] = (rn[:, j], rb[:, j], float(psi[j]))
 
@@ -149,7 +146,6 @@ class _Hyp:
     ids: List[int] = field(default_factory=list)
     llm: float = 0.0  # log P_LLM of ids
     units: Units = ()  # units the CTC term has scored
-    ctc: float = 0.0  # CTC prefix log-probability of units
     score: float = 0.0
     row: int = 0  # row of the LLM batch (cache) that holds its context
 
@@ -271,21 +267,18 @@ def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_l
             for h, t, llm_score, units, final in cu:
                 ctc = u.scorer.full_score(units) if final else u.scorer.prefix_score(units)
                 score = (1 - w) * llm_score + w * ctc + length_bonus * len(units)
-                scored.append((score, h, t, llm_score, units, ctc, final))
+                scored.append((score, h.ids if final else h.ids + [t], llm_score, units, final, h.row))
             scored.sort(key=lambda s: -s[0])
-            seen, unique = set(), []
-            for c in scored:  # token sequences that spell the same text: only the best one stays
-                key = (c[6], unit_map.spelling(llm.decode(c[1].ids if c[6] else c[1].ids + [c[2]])))
-                if key not in seen:
-                    seen.add(key)
-                    unique.append(c)
-                if len(unique) == beam:
-                    break
-            keep = []
-            for score, h, t, llm_score, units, ctc, final in unique:
-                hyp = _Hyp(ids=h.ids if final else h.ids + [t], llm=llm_score, units=units, ctc=ctc,
-                           score=score, row=h.row)
+            seen, keep = set(), []
+            for score, ids, llm_score, units, final, row in scored:
+                key = (final, unit_map.spelling(units_of(ids, final)[0]))
+                if key in seen:  # token sequences that spell the same text: only the best one stays
+                    continue
+                seen.add(key)
+                hyp = _Hyp(ids=ids, llm=llm_score, units=units, score=score, row=row)
                 (u.ended if final else keep).append(hyp)
+                if len(seen) == beam:
+                    break
             if exact_stop:  # scores only fall as a hypothesis grows: one below the best ended never wins
                 best_end = max((e.score for e in u.ended), default=-math.inf)
                 keep = [k for k in keep if k.score > best_end]
