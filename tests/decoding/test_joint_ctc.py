@@ -197,3 +197,16 @@ def test_unit_map_scores_complete_words_with_word_pieces(tmp_path):
     chars = UnitMap(_units(tmp_path, ["今天天气很好"], "char"), tok)
     assert not chars.word_pieces and chars.spelling("今天 天气") == "今天天气"
     assert chars.units("今天 天气", final=False) == tuple(chars.sp.encode("今天天气"))
+
+
+def test_extension_scores_of_several_parents_and_a_single_frame():
+    lp = _random_log_probs(T=7, V=5, seed=8)
+    sc = CtcPrefixScorer(lp)
+    parents = [(), (3,), (3, 1), (2, 2)]
+    got = sc.extension_scores(parents, np.array([1, 2, 3, 4]))
+    for h, p in enumerate(parents):
+        for j, c in enumerate([1, 2, 3, 4]):
+            assert got[h, j] == pytest.approx(CtcPrefixScorer(lp).prefix_score(p + (c,)), abs=1e-9)
+    one = CtcPrefixScorer(lp[:1])
+    assert one.next_unit_scores((), np.array([2]))[0] == pytest.approx(lp[0, 2])
+    assert one.next_unit_scores((2,), np.array([1]))[0] == -np.inf

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "align-adapter": "align_adapter",
     "train": "train",
     "decode": "decode",
+    "tune-rescore": "tune_rescore",
     "mm-results": "mm_results",
     "models": "models",
     "benchmark": "benchmark",

@@ -37,10 +37,11 @@ class DecodeSummary:
 
 
 def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_duration: float = 60.0,
-                device: str = "cpu", images=None, stats=None) -> Dict[str, str]:
+                device: str = "cpu", images=None, stats=None, nbest: Optional[dict] = None) -> Dict[str, str]:
     """Hypotheses for every cut, batched by duration; returns {cut id: text}. ``images``: an
     :class:`xasr.data.images.ImageLoading` for a model with the image path, or None. ``stats``:
-    a :class:`xasr.decoding.speculative.DecodeStats` that each batch's LLM work is added to."""
+    a :class:`xasr.decoding.speculative.DecodeStats` that each batch's LLM work is added to.
+    ``nbest``: with ``llm_rescore``, filled with {cut id: the scored N-best} (``model.last_nbest``)."""
     dataset = AsrDataset(None, features, images=images)
     loader, _ = make_loader(cuts, dataset, DataConfig(max_duration=max_duration, shuffle=False), train=False)
     hyps: Dict[str, str] = {}
@@ -49,6 +50,8 @@ def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_du
         batch = batch_to(batch, device)
         for cid, text in zip(batch["ids"], model.decode(batch, method, units)):
             hyps[cid] = text
+        if nbest is not None and method == "llm_rescore":
+            nbest.update(zip(batch["ids"], model.last_nbest))
         if stats is not None and getattr(model, "last_decode_stats", None) is not None:
             stats.add(model.last_decode_stats)
         bar.update(len(batch["ids"]))

@@ -72,6 +72,7 @@ class CtcPrefixScorer:
         self.blank = blank
         self.T = lp.shape[0]
         self.blank_cum = np.cumsum(lp[:, blank])  # (T,) log prod of blanks up to t
+        self.probs: Optional[np.ndarray] = None  # exp(lp), made when first needed
         # state: (r^n (T,), r^b (T,), prefix log-probability)
         self.states: Dict[Units, Tuple[np.ndarray, np.ndarray, float]] = {
             (): (np.full(self.T, NEG_INF), self.blank_cum.copy(), 0.0)}
@@ -103,31 +104,56 @@ class CtcPrefixScorer:
             for parent, units in by_parent.items():
                 self._extend(parent, units)
 
-    def next_unit_scores(self, parent: Units) -> np.ndarray:
-        """Prefix log-probabilities (V,) of ``parent`` + each unit (the blank's entry is -inf), without
-        keeping their states: what the search uses to propose units the LLM did not."""
-        self.ensure([parent])
-        psi = self._phi_psi(parent, np.arange(self.lp.shape[1]))[3]
+    def next_unit_scores(self, parent: Units, units: Optional[np.ndarray] = None) -> np.ndarray:
+        """Prefix log-probabilities of ``parent`` + each unit, without keeping their states: what
+        a search uses to rank extensions. ``units`` (C,): the units to score (default all, (V,),
+        the blank's entry -inf); the blank must not be among them."""
+        if units is not None:
+            return self.extension_scores([parent], units)[0]
+        psi = self.extension_scores([parent], np.arange(self.lp.shape[1]))[0]
         psi[self.blank] = NEG_INF
         return psi
 
-    def _phi_psi(self, parent: Units, c: np.ndarray):
-        """For the extensions of ``parent`` by the units ``c`` (C,): their frame log-probabilities
-        lp_c (T, C); phi (T, C), the probability of the parent ending at t in a way the unit can
-        follow; r^n_0 (C,); and their prefix log-probabilities psi (C,)."""
-        rn_g, rb_g, _ = self.states[parent]
-        lp_c = self.lp[:, c]  # (T, C)
-        phi = np.repeat(np.logaddexp(rn_g, rb_g)[:, None], len(c), axis=1)  # (T, C)
-        if parent:
-            phi[:, c == parent[-1]] = rb_g[:, None]  # a repeated unit needs a blank in between
-        init = lp_c[0] if not parent else np.full(len(c), NEG_INF)  # r^n_0
-        # prefix probability: sum over the frame where the unit is first emitted
-        psi = np.logaddexp.reduce(np.concatenate([init[None], phi[:-1] + lp_c[1:]], axis=0), axis=0)
-        return lp_c, phi, init, psi
+    def extension_scores(self, parents: Sequence[Units], units: np.ndarray) -> np.ndarray:
+        """(H, C) prefix log-probabilities of each of the H ``parents`` + each of the C ``units``
+        (not the blank). A unit's prefix probability sums, over the frame t where it is first
+        emitted, phi(t - 1) p_t(unit), phi being the probability that the parent has been
+        written by frame t - 1 in a way the unit can follow: for all parents and units at once
+        a product (H, T - 1) x (T - 1, C) in probability space, each row scaled by its maximum."""
+        self.ensure(parents)
+        c = np.asarray(units)
+        psi = self._emission_sum(np.stack([np.logaddexp(rn, rb)[:-1] for rn, rb, _ in
+                                           (self.states[p] for p in parents)]), c)
+        for h, p in enumerate(parents):
+            if not p:  # the first unit may also be emitted at frame 0
+                psi[h] = np.logaddexp(psi[h], self.lp[0, c])
+                continue
+            same = np.nonzero(c == p[-1])[0]
+            if len(same):  # a repeated unit needs a blank in between: phi is r^b alone
+                psi[h, same] = self._emission_sum(self.states[p][1][None, :-1], c[same])[0]
+        return psi
+
+    def _emission_sum(self, phi: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """log sum_t exp(phi[:, t]) p_{t+1}(c): phi (H, T - 1) -> (H, C)."""
+        if phi.shape[1] == 0:  # one frame: nothing is emitted after another frame
+            return np.full((phi.shape[0], len(c)), NEG_INF)
+        if self.probs is None:
+            self.probs = np.exp(self.lp)
+        m = phi.max(axis=1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        with np.errstate(divide="ignore"):
+            return np.log(np.exp(phi - m) @ self.probs[1:, c]) + m
 
     def _extend(self, parent: Units, units: List[int]) -> None:
         c = np.asarray(units)
-        lp_c, phi, init, psi = self._phi_psi(parent, c)
+        psi = self.extension_scores([parent], c)[0]
+        rn_g, rb_g, _ = self.states[parent]
+        lp_c = self.lp[:, c]  # (T, C)
+        # phi (T, C): the parent written by frame t in a way the unit can follow
+        phi = np.repeat(np.logaddexp(rn_g, rb_g)[:, None], len(c), axis=1)
+        if parent:
+            phi[:, c == parent[-1]] = rb_g[:, None]  # a repeated unit needs a blank in between
+        init = lp_c[0] if not parent else np.full(len(c), NEG_INF)  # r^n_0
         # r^n_t = (r^n_{t-1} + phi_{t-1}) p_t(c): with C_t = sum_{u<=t} log p_u(c), r^n_t - C_t is a
         # running log-sum of phi_{s-1} - C_{s-1}
         cum = np.cumsum(lp_c, axis=0)  # (T, C)

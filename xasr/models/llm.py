@@ -238,6 +238,67 @@ class FrozenLLM(nn.Module):
             correct = int(((logits.argmax(-1) == tgt) & (tgt != IGNORE_ID)).sum())
         return loss, n, correct
 
+    @torch.no_grad()
+    def target_logprobs(self, speech: Sequence[torch.Tensor], texts: Sequence[Sequence[str]],
+                        image: Optional[Sequence[Optional[torch.Tensor]]] = None) -> List[List[float]]:
+        """log P(target ids of each text | prompt with the utterance's speech (and picture)),
+        end-of-turn token included: how likely the LLM is to write the text as its whole answer.
+
+        speech: per utterance (n_b, D); texts: per utterance its hypotheses; returns the same
+        nesting. Per utterance the prompt runs once (its KV cache is shared by the hypotheses),
+        the hypotheses run together after it, and the output layer is computed once per distinct
+        token prefix (``logits_to_keep`` as a boolean mask): N-best lists share most of their
+        prefixes, and with a large vocabulary the output layer is most of the work.
+        """
+        from transformers import DynamicCache
+
+        from xasr.decoding.speculative import _cache_kwarg
+
+        cache_kw = _cache_kwarg(self.model)
+        table = self.model.get_input_embeddings()
+        out: List[List[float]] = []
+        for b, hyps in enumerate(texts):
+            if not hyps:
+                out.append([])
+                continue
+            emb, mask = self.generation_inputs([speech[b]], None if image is None else [image[b]])  # (1, P, D)
+            cache = DynamicCache()
+            first = self.model(inputs_embeds=emb, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                               **{cache_kw: cache}).logits[0, -1].float().log_softmax(-1)  # (V,)
+            ids = [self.target_ids(t) for t in hyps]
+            scores = [float(first[i[0]]) for i in ids]
+            width = max(len(i) for i in ids) - 1  # every target token but the last is an input
+            if width > 0:
+                rows, dev = len(ids), emb.device
+                tok = torch.full((rows, width), self.pad_id, dtype=torch.long)
+                tmask = torch.zeros((rows, width), dtype=torch.long)
+                keep = torch.zeros((rows, width), dtype=torch.bool)
+                first_at: Dict[tuple, tuple] = {}  # token prefix -> (row, position) that computes its logits
+                picks = []  # (row, token prefix, the token after it)
+                for r, i in enumerate(ids):
+                    tok[r, :len(i) - 1] = torch.tensor(i[:-1])
+                    tmask[r, :len(i) - 1] = 1
+                    for j in range(len(i) - 1):
+                        key = tuple(i[:j + 1])
+                        if key not in first_at:
+                            first_at[key] = (r, j)
+                            keep[r, j] = True
+                        picks.append((r, key, i[j + 1]))
+                flat = {pos: k for k, pos in enumerate(sorted(first_at.values()))}  # keep's row-major order
+                cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=dev))
+                P = emb.shape[1]
+                logits = self.model(
+                    inputs_embeds=table(tok.to(dev)).to(emb.dtype),
+                    attention_mask=torch.cat([mask.expand(rows, -1), tmask.to(dev)], dim=1),
+                    position_ids=torch.arange(P, P + width, device=dev).expand(rows, -1),
+                    use_cache=True, logits_to_keep=keep.to(dev), **{cache_kw: cache}).logits.float()  # (U, V)
+                norm = logits.logsumexp(dim=-1)
+                for r, key, t in picks:
+                    k = flat[first_at[key]]
+                    scores[r] += float(logits[k, t] - norm[k])
+            out.append(scores)
+        return out
+
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,

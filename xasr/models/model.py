@@ -38,7 +38,8 @@ from xasr.models.whisper_encoder import WhisperEncoderConfig
 
 logger = logging.getLogger(__name__)
 
-DECODING_METHODS = ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_speculative", "llm_fast")
+DECODING_METHODS = ("ctc_greedy", "ctc_beam", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_rescore",
+                    "llm_speculative", "llm_fast")
 PARTS = ("encoder", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
 
@@ -99,6 +100,12 @@ class ModelConfig:
     joint_ctc_weight: float = 0.5
     joint_pre_beam: int = 8
     joint_length_bonus: float = 0.0  # added to a hypothesis' score per CTC unit of its text
+    # ctc_beam: CTC prefix beam search (ctc_beam_size hypotheses, also the N-best size);
+    # llm_rescore: its N-best rescored (1 - w) * LLM + w * CTC log-probability + bonus * units,
+    # w = rescore_ctc_weight (xasr.decoding.rescore)
+    ctc_beam_size: int = 8
+    rescore_ctc_weight: float = 0.5
+    rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
@@ -398,6 +405,8 @@ class XLLMSpeechModel(nn.Module):
         self.last_decode_stats = DecodeStats(utterances=int(h.shape[0]))
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
+        if method == "ctc_beam":
+            return [units.decode(list(nb[0][0])) if nb else "" for nb in self.ctc_nbest(h, h_lens)]
         cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens))
         cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
         if method == "cif_greedy":
@@ -411,6 +420,8 @@ class XLLMSpeechModel(nn.Module):
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
         if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
             raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
+        if method == "llm_rescore":
+            return self._rescore(self.ctc_nbest(h, h_lens), rows, images, units)
         if method == "llm_ctc":
             from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
 
@@ -448,6 +459,41 @@ class XLLMSpeechModel(nn.Module):
         if self.cfg.llm.target_case == "lower":
             texts = [t.upper() for t in texts]
         return texts
+
+    def ctc_nbest(self, h: Tensor, h_lens: Tensor) -> List[List[Tuple[Tuple[int, ...], float]]]:
+        """Per utterance the CTC prefix beam search's N-best (units, CTC log-probability), best
+        first (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``)."""
+        from xasr.decoding.joint_ctc import CtcPrefixScorer
+        from xasr.decoding.rescore import ctc_prefix_search
+
+        log_probs = self.ctc(h).float().cpu().numpy()  # (B, T, V)
+        k = self.cfg.ctc_beam_size
+        return [ctc_prefix_search(CtcPrefixScorer(log_probs[b, :max(1, n)], self.ctc.blank_id), beam=k, nbest=k)
+                for b, n in enumerate(h_lens.tolist())]
+
+    def _rescore(self, nbests, rows: List[Tensor], images, units) -> List[str]:
+        """llm_rescore: each utterance's N-best texts scored by the LLM (one row per hypothesis),
+        the best under the combined score returned. The scored lists are left in ``last_nbest``:
+        per utterance [(text, units, CTC log-probability, LLM log-probability)], CTC order."""
+        from xasr.decoding.rescore import rescore
+        from xasr.decoding.speculative import DecodeStats
+
+        texts = [[units.decode(list(y)) for y, _ in nb] for nb in nbests]
+        llm_scores = self.llm.target_logprobs(rows, texts, images)
+        n = sum(len(t) for t in texts)
+        self.last_decode_stats = DecodeStats(utterances=len(texts), row_passes=len(texts) + n,
+                                             forward_calls=len(texts) + sum(1 for t in texts if t))
+        self.last_nbest, out = [], []
+        for nb, t, ls in zip(nbests, texts, llm_scores):
+            scored = [(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)]
+            self.last_nbest.append(scored)
+            if not scored:
+                out.append("")
+                continue
+            best = rescore([c for _, _, c, _ in scored], [l for _, _, _, l in scored], [len(y) for _, y, _, _ in scored],
+                           self.cfg.rescore_ctc_weight, self.cfg.rescore_length_bonus)
+            out.append(t[best])
+        return out
 
     def speech_embeddings(self, cf) -> Tensor:
         """The S-Adapter's output for the C-Former's vectors (and, with posterior_mix, its head's

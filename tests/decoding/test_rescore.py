@@ -1,0 +1,87 @@
+"""CTC prefix beam search (N-best) and LLM rescoring: the search against exhaustive enumeration,
+the combined score, and the LLM's target log-probabilities against its training loss."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.decoding.test_joint_ctc import _brute_force, _random_log_probs
+from tests.models.tiny_llm import make_tiny_llm
+from xasr.decoding.joint_ctc import CtcPrefixScorer
+from xasr.decoding.rescore import ctc_prefix_search, rescore, unit_pool
+from xasr.models.ctc import ctc_greedy_decode
+from xasr.models.llm import FrozenLLM, LLMConfig
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wide_search_finds_the_exact_n_best(seed):
+    lp = _random_log_probs(T=6, V=3, seed=seed)
+    full, _ = _brute_force(lp)
+    exact = sorted(full.items(), key=lambda kv: -kv[1])[:5]
+    found = ctc_prefix_search(CtcPrefixScorer(lp), beam=64, nbest=5, pool=np.array([1, 2]))
+    assert [y for y, _ in found] == [y for y, _ in exact]
+    for (_, s), (_, p) in zip(found, exact):
+        assert s == pytest.approx(math.log(p), abs=1e-9)
+
+
+def test_the_search_is_sorted_bounded_and_agrees_with_a_peaked_head():
+    g = np.random.default_rng(7)
+    T, V = 60, 12
+    best = g.integers(0, V, size=T)  # a confident head: 0.9 on one unit per frame
+    probs = np.full((T, V), 0.1 / (V - 1))
+    probs[np.arange(T), best] = 0.9
+    lp = np.log(probs)
+    found = ctc_prefix_search(CtcPrefixScorer(lp), beam=4, nbest=6)
+    greedy = ctc_greedy_decode(torch.tensor(lp)[None], torch.tensor([T]))[0]
+    assert list(found[0][0]) == greedy
+    assert len(found) == 6 and len({y for y, _ in found}) == 6
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True)
+    short = ctc_prefix_search(CtcPrefixScorer(lp), beam=4, nbest=3, max_units=5)
+    assert all(len(y) <= 5 for y, _ in short)
+    with pytest.raises(ValueError, match="at least 1"):
+        ctc_prefix_search(CtcPrefixScorer(lp), beam=0)
+
+
+def test_unit_pool_keeps_units_near_the_top_of_some_frame():
+    lp = np.log(np.array([[0.7, 0.2, 0.05, 0.05], [0.6, 0.05, 0.05, 0.3], [0.9, 0.04, 0.03, 0.03]]))
+    assert unit_pool(lp, k=2).tolist() == [1, 3]  # the blank never
+    assert unit_pool(lp, k=1).tolist() == []
+    assert unit_pool(lp, k=10).tolist() == [1, 2, 3]
+    # a head that only ever prefers the blank: only the empty transcript is found
+    assert ctc_prefix_search(CtcPrefixScorer(lp), beam=1, nbest=3) == [((), pytest.approx(float(lp[:, 0].sum())))]
+
+
+def test_rescore_weighs_the_two_scores_and_the_length():
+    ctc, llm, n = [-1.0, -2.0, -4.0], [-9.0, -3.0, -2.0], [3, 3, 4]
+    assert rescore(ctc, llm, n, ctc_weight=1.0) == 0
+    assert rescore(ctc, llm, n, ctc_weight=0.0) == 2
+    assert rescore(ctc, llm, n, ctc_weight=0.5) == 1  # -5.0, -2.5, -3.0
+    assert rescore(ctc, llm, n, ctc_weight=0.5, length_bonus=1.0) == 2  # -2.0, 0.5, 1.0
+    with pytest.raises(ValueError, match="ctc_weight"):
+        rescore(ctc, llm, n, ctc_weight=-0.1)
+    with pytest.raises(ValueError, match="one CTC score"):
+        rescore(ctc, llm[:2], n)
+
+
+def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path):
+    """One prompt pass per utterance, its cache shared by the hypotheses, the output layer once per
+    distinct prefix: the same numbers as the loss of each (prompt, text) pair alone."""
+    torch.manual_seed(0)
+    llm = FrozenLLM(LLMConfig(path=str(make_tiny_llm(tmp_path / "llm", hidden=64))))
+    g = torch.Generator().manual_seed(2)
+    speech = [torch.randn(n, llm.embed_dim, generator=g) for n in (3, 5, 4)]
+    texts = [["hello world", "hello word", "hello world again", "hello"], ["the cat"], ["", "a"]]
+    got = llm.target_logprobs(speech, texts)
+    assert [len(x) for x in got] == [4, 1, 2]
+    for s, hyps, lps in zip(speech, texts, got):
+        for t, lp in zip(hyps, lps):
+            inputs = llm.build_inputs([s.shape[0]], [t])
+            emb = llm.embed(inputs["input_ids"], s)
+            with torch.no_grad():
+                loss, n, _ = llm.loss(emb, inputs["attention_mask"], inputs["labels"])
+            assert n == len(llm.target_ids(t)) and lp == pytest.approx(-float(loss), abs=1e-4)
+    assert llm.target_logprobs(speech[:2], [[], ["the cat"]]) == [[], pytest.approx(got[1], abs=1e-4)]
