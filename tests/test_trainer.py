@@ -93,6 +93,27 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     for method in DECODING_METHODS:
         texts = model.decode(batch, method, units)
         assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    model.set_ctc_weights(1.0, 0.0)  # the LLM's rescoring without weight keeps the CTC search's best
+    assert model.decode(batch, "llm_rescore", units) == model.decode(batch, "ctc_beam", units)
+    assert all(1 <= len(nb) <= model.cfg.ctc_beam_size for nb in model.last_nbest)
+
+    # llm_rescore's weights tuned on one set (decoded first), then used for the others
+    from xasr.decoding.dataset_decode import decode_and_score
+    from xasr.errors import XasrError
+    dev = str(data / "f/aishell_cuts_dev.jsonl.gz")
+    out = tmp_path / "decode"
+    sums = decode_and_score(model, units, {"test": dev, "dev": dev}, ["ctc_beam", "llm_rescore"], str(out), "none",
+                            tune_on="dev")
+    assert [(s.set_name, s.method) for s in sums] == [("dev", "ctc_beam"), ("dev", "llm_rescore"),
+                                                      ("test", "ctc_beam"), ("test", "llm_rescore")]
+    tuned = json.loads((out / "rescore-weights.json").read_text())
+    assert (tuned["ctc_weight"], tuned["length_bonus"]) == (model.cfg.rescore_ctc_weight,
+                                                            model.cfg.rescore_length_bonus)
+    assert 100 * sums[1].error_rate == pytest.approx(tuned["error_rate"]) and "tuned on this set" in sums[1].note
+    assert sums[3].error_rate == sums[1].error_rate and not sums[3].note  # the same cuts, the tuned weights
+    assert (out / "tune-dev.png").is_file() and (out / "recogs-test-llm_rescore.txt").is_file()
+    with pytest.raises(XasrError, match="not among the sets"):
+        decode_and_score(model, units, {"test": dev}, ["llm_rescore"], str(out), "none", tune_on="dev")
 
     # a model directory refuses a different frozen LLM
     import json

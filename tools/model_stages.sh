@@ -10,9 +10,11 @@
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
-#   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt
+#   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt;
+#                llm_rescore's CTC weight and length bonus are chosen on the dev set first
+#                (exp/decode/tune-<dev>.{tsv,png}, rescore-weights.json) and used for the test set
 #   8  results:  the table of error rates and speeds -> exp/decode/results.md
-#   9  benchmark: the test set(s) with xasr (LLM + CTC, CTC head) against Whisper base (faster-whisper
+#   9  benchmark: the test set(s) with xasr (LLM rescoring, CTC head) against Whisper base (faster-whisper
 #                int8, and transformers with benchmark_hf=true), in one run -> exp/benchmark/
 
 models_dir=${XASR_MODELS_DIR:-$XASR_ROOT/models}
@@ -70,11 +72,16 @@ fi
 if in_stages 7; then
   sets=()
   for s in $eval_sets; do sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  tune=()
+  case " $decode_methods " in *" llm_rescore "*)
+    for s in $eval_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s"); break ;; esac; done ;;
+  esac
   # shellcheck disable=SC2086
   log "Stage 7: decode ${eval_sets} with ${decode_methods} ($exp_stage2/model -> exp/decode)"
   # shellcheck disable=SC2086
   xasr --log-file log/stage7-decode.log decode --model-dir "$exp_stage2/model" --cuts "${sets[@]}" \
-    --methods $decode_methods --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir"
+    --methods $decode_methods --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir" \
+    "${tune[@]}"
 fi
 
 if in_stages 8; then
@@ -89,13 +96,19 @@ if in_stages 9; then
   for s in $eval_sets; do
     case $s in *test*) test_sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz") ;; esac
   done
-  # the LLM with the CTC head (the recipe's best decoding) and the CTC head alone; the other
-  # methods' error rates and speeds are in stage 7's table
-  systems=("llm_ctc=xasr:$exp_stage2/model:llm_ctc" "ctc=xasr:$exp_stage2/model:ctc_greedy"
+  # the LLM rescoring the CTC head's N-best (the recipe's best decoding, at the weights stage 7
+  # chose on the dev set) and the CTC head alone; the other methods' figures are in stage 7's table
+  weights=$(python -c 'import json
+try:
+    d = json.load(open("exp/decode/rescore-weights.json"))
+    print(":ctc_weight=%s:length_bonus=%s" % (d["ctc_weight"], d["length_bonus"]))
+except FileNotFoundError:
+    pass')
+  systems=("llm_rescore=xasr:$exp_stage2/model:llm_rescore$weights" "ctc=xasr:$exp_stage2/model:ctc_greedy"
            "fw-int8=faster-whisper:$encoder_model:int8")
   [ "${benchmark_hf:-false}" = true ] && systems+=("hf-whisper=hf-whisper:$encoder_model")
   log "Stage 9: benchmark ${test_sets[*]} against Whisper base ($exp_stage2/model -> exp/benchmark)"
   xasr --log-file log/stage9-benchmark.log benchmark --system "${systems[@]}" --sets "${test_sets[@]}" \
-    --normalizer "$normalizer" --reference llm_ctc --threads "$nj" --models-dir "$models_dir" --out-dir exp/benchmark
+    --normalizer "$normalizer" --reference llm_rescore --threads "$nj" --models-dir "$models_dir" --out-dir exp/benchmark
   cat exp/benchmark/benchmark.md
 fi

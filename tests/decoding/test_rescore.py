@@ -67,15 +67,17 @@ def test_rescore_weighs_the_two_scores_and_the_length():
         rescore(ctc, llm[:2], n)
 
 
-def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path):
+@pytest.mark.parametrize("tree", [True, False])
+def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path, tree):
     """One prompt pass per utterance, its cache shared by the hypotheses, the output layer once per
-    distinct prefix: the same numbers as the loss of each (prompt, text) pair alone."""
+    distinct prefix (one pass over the prefix tree, or a row per hypothesis): the same numbers as
+    the loss of each (prompt, text) pair alone."""
     torch.manual_seed(0)
     llm = FrozenLLM(LLMConfig(path=str(make_tiny_llm(tmp_path / "llm", hidden=64))))
     g = torch.Generator().manual_seed(2)
     speech = [torch.randn(n, llm.embed_dim, generator=g) for n in (3, 5, 4)]
     texts = [["hello world", "hello word", "hello world again", "hello"], ["the cat"], ["", "a"]]
-    got = llm.target_logprobs(speech, texts)
+    got = llm.target_logprobs(speech, texts, tree=tree)
     assert [len(x) for x in got] == [4, 1, 2]
     for s, hyps, lps in zip(speech, texts, got):
         for t, lp in zip(hyps, lps):
@@ -84,4 +86,28 @@ def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path):
             with torch.no_grad():
                 loss, n, _ = llm.loss(emb, inputs["attention_mask"], inputs["labels"])
             assert n == len(llm.target_ids(t)) and lp == pytest.approx(-float(loss), abs=1e-4)
-    assert llm.target_logprobs(speech[:2], [[], ["the cat"]]) == [[], pytest.approx(got[1], abs=1e-4)]
+    assert llm.target_logprobs(speech[:2], [[], ["the cat"]], tree=tree) == [[], pytest.approx(got[1], abs=1e-4)]
+
+
+def test_tune_finds_the_best_grid_point_and_writes_its_table(tmp_path):
+    from xasr.decoding.rescore import choose, oracle, tune
+
+    refs = {"a": "the cat sat", "b": "a dog"}
+    nbest = {  # (text, units, CTC, LLM): the CTC head prefers the wrong text of "a", the LLM the right one
+        "a": [("the cat sad", (1, 2, 3), -1.0, -9.0), ("the cat sat", (1, 2, 4), -2.0, -3.0)],
+        "b": [("a dog", (5, 6), -0.5, -2.0), ("a dog dog", (5, 6, 6), -3.0, -2.5)],
+        "c_empty": [],
+    }
+    refs["c_empty"] = ""
+    assert choose(nbest, 1.0, 0.0) == {"a": "the cat sad", "b": "a dog", "c_empty": ""}
+    assert choose(nbest, 0.5, 0.0)["a"] == "the cat sat"
+    assert oracle(nbest, refs, "english_word") == {"a": "the cat sat", "b": "a dog", "c_empty": ""}
+    t = tune(nbest, refs, "english_word", weights=[0.5, 1.0], bonuses=[0.0, 5.0])
+    assert t.unit == "WER" and t.ctc_alone == pytest.approx(20.0) and t.oracle == 0.0
+    assert t.table[(0.5, 0.0)] == 0.0 and t.table[(1.0, 5.0)] == pytest.approx(40.0)  # the bonus adds "dog"
+    assert t.best == (0.5, 0.0)
+    files = t.write(tmp_path, "dev", "dev")
+    assert files["png"].stat().st_size > 0
+    assert files["tsv"].read_text().splitlines()[:2] == ["ctc_weight\tlength_bonus\t%WER", "0.5\t0\t0.00"]
+    with pytest.raises(ValueError, match="CTC weights"):
+        tune(nbest, refs, "english_word", weights=[1.5])

@@ -1,5 +1,6 @@
 """run.sh option handling, stage selection, .done markers and an end-to-end run of the data
 stages of both recipes on a tiny synthesized corpus (in a copy of the recipe directory)."""
+import json
 import os
 import shutil
 import subprocess
@@ -135,15 +136,19 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
     for s in ("dev-clean", "test-clean"):
-        for m in ("ctc_greedy", "cif_greedy", "llm_greedy", "llm_ctc"):
+        for m in ("ctc_greedy", "ctc_beam", "cif_greedy", "llm_greedy", "llm_rescore"):
             wer = (d / f"exp/decode/wer-{s}-{m}.txt").read_text()
             assert wer.startswith("%WER ")
             assert (d / f"exp/decode/errs-{s}-{m}.txt").is_file()
     table = (d / "exp/decode/results.md").read_text()
     assert "| llm_greedy |" in table and "test-clean WER (%)" in table
+    tuned = json.loads((d / "exp/decode/rescore-weights.json").read_text())  # llm_rescore's weights, from dev
+    assert tuned["tuned_on"] == "dev-clean" and (d / "exp/decode/tune-dev-clean.png").is_file()
+    assert "tuned on this set" in table
     assert (d / "exp/stage1/loss.png").is_file() and (d / "exp/stage2/loss.png").is_file()
     bench = (d / "exp/benchmark/benchmark.md").read_text()  # stage 9: xasr against faster-whisper
-    assert "fw-int8" in bench and "llm" in bench and (d / "exp/benchmark/benchmark.png").is_file()
+    assert "fw-int8" in bench and "llm_rescore" in bench and (d / "exp/benchmark/benchmark.png").is_file()
+    assert f"ctc_weight={tuned['ctc_weight']}" in (d / "log/stage9-benchmark.log").read_text()
     # a rerun skips the trained stages
     r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6"], capture_output=True, text=True,
                        env=env)

@@ -10,8 +10,8 @@ Kinds (:data:`SYSTEM_KINDS`):
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.models.model.DECODING_METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
-      W (in [0, 1]) and B override the model's ``joint_ctc_weight`` / ``joint_length_bonus``
-      for ``llm_ctc``.
+      W (in [0, 1]) and B override the model's CTC weight and length bonus for ``llm_ctc``
+      and ``llm_rescore`` (``XLLMSpeechModel.set_ctc_weights``).
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -262,10 +262,7 @@ class XasrSystem(BenchmarkSystem):
         self.features = self.cfg.data.features
         if "repeat_ngram" in self.spec.options:
             self.model.cfg.repeat_ngram = int(self.spec.options["repeat_ngram"])
-        if "ctc_weight" in self.spec.options:
-            self.model.cfg.joint_ctc_weight = float(self.spec.options["ctc_weight"])
-        if "length_bonus" in self.spec.options:
-            self.model.cfg.joint_length_bonus = float(self.spec.options["length_bonus"])
+        self.model.set_ctc_weights(self.spec.options.get("ctc_weight"), self.spec.options.get("length_bonus"))
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
             raise XasrError(f"system {self.spec.name}: {method} needs a model trained with the LLM (stage 2), "

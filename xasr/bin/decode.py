@@ -36,10 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cut an LLM output where a run of this many tokens repeats (0: off; default: the model's "
                         "model.repeat_ngram)")
     p.add_argument("--ctc-weight", type=float, default=None,
-                   help="llm_ctc: weight of the CTC prefix score against the LLM's, in [0, 1] (default: the "
-                        "model's model.joint_ctc_weight)")
+                   help="llm_ctc and llm_rescore: weight of the CTC score against the LLM's, in [0, 1] (default: "
+                        "the model's model.joint_ctc_weight / model.rescore_ctc_weight)")
     p.add_argument("--length-bonus", type=float, default=None,
-                   help="llm_ctc: score added per CTC unit of a hypothesis (default: model.joint_length_bonus)")
+                   help="llm_ctc and llm_rescore: score added per CTC unit of a hypothesis (default: "
+                        "model.joint_length_bonus / model.rescore_length_bonus)")
+    p.add_argument("--tune-rescore-on", default=None, metavar="SET",
+                   help="choose llm_rescore's CTC weight and length bonus on this set of --cuts (decoded first; "
+                        "grid and plot in --out-dir/tune-SET.*, the choice in rescore-weights.json), then use "
+                        "them for the other sets")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,20 +64,20 @@ def run(args: argparse.Namespace) -> int:
         if args.repeat_ngram < 0:
             raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
         model.cfg.repeat_ngram = args.repeat_ngram
-    if args.ctc_weight is not None:
-        if not 0.0 <= args.ctc_weight <= 1.0:
-            raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
-        model.cfg.joint_ctc_weight = args.ctc_weight
-    if args.length_bonus is not None:
-        model.cfg.joint_length_bonus = args.length_bonus
+    if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
+        raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
+    if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
+        raise XasrError(f"--tune-rescore-on {args.tune_rescore_on}: no such set among --cuts ({', '.join(sets)})")
+    model.set_ctc_weights(args.ctc_weight, args.length_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")
     summaries = decode_and_score(model, units, sets, args.methods, args.out_dir, args.normalizer,
                                  features=cfg.data.features, max_duration=args.max_duration, device=args.device,
-                                 images=images, image_shuffle_seed=args.image_shuffle_seed)
+                                 images=images, image_shuffle_seed=args.image_shuffle_seed,
+                                 tune_on=args.tune_rescore_on if "llm_rescore" in args.methods else None)
     with open(f"{args.out_dir}/summary.json", "w") as f:
         json.dump([dict(s.__dict__, rtf=s.rtf) for s in summaries], f, indent=1)
     for s in summaries:
-        print(f"{s.set_name}\t{s.method}\t{s.kaldi_line}\tRTF {s.rtf:.3f}")
+        print(f"{s.set_name}\t{s.method}\t{s.kaldi_line}\tRTF {s.rtf:.3f}" + (f"\t{s.note}" if s.note else ""))
     return 0

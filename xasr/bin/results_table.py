@@ -26,7 +26,8 @@ def main() -> None:
                 rtfs.append(r["wall_seconds"] / max(1e-9, r["audio_seconds"]))
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {sum(rtfs) / max(1, len(rtfs)):.3f} |")
     lines.append("")
-    lines += [r["kaldi_line"] + f"  ({r['set_name']}, {r['method']})" for r in rows]
+    lines += [r["kaldi_line"] + f"  ({r['set_name']}, {r['method']})" + (f" {r['note']}" if r.get("note") else "")
+              for r in rows]
     open(dst, "w").write("\n".join(lines) + "\n")
 
 

@@ -3,18 +3,19 @@
 In: a model directory (``xasr.models.model.load_model_dir``), cut manifests with features,
 decoding methods. Out: per method and set, ``recogs-/errs-/wer-{set}-{method}.txt`` (through
 :mod:`xasr.scoring`), and a summary with the error rate, real-time factor and audio seconds per
-second of each decoding.
+second of each decoding. ``llm_rescore``'s weights can be tuned on one of the sets first.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-
 from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, batch_to, make_loader
+from xasr.errors import XasrError
 from xasr.scoring.wer import kaldi_line, score, write_results
 from xasr.utils.progress import progress
 
@@ -30,6 +31,7 @@ class DecodeSummary:
     kaldi_line: str
     audio_seconds: float
     wall_seconds: float
+    note: str = ""  # e.g. the settings a decoding was tuned to on this set
 
     @property
     def rtf(self) -> float:
@@ -61,14 +63,25 @@ def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_du
 
 def decode_and_score(model, units, cut_paths: Dict[str, str], methods: Sequence[str], out_dir: str,
                      normalizer: str, features: str = "fbank", max_duration: float = 60.0,
-                     device: str = "cpu", images=None, image_shuffle_seed: Optional[int] = None
-                     ) -> List[DecodeSummary]:
+                     device: str = "cpu", images=None, image_shuffle_seed: Optional[int] = None,
+                     tune_on: Optional[str] = None) -> List[DecodeSummary]:
     """Decode and score each set; with ``image_shuffle_seed`` the pictures are permuted across
-    each set's cuts first (the mismatched-image control, :func:`xasr.data.images.shuffle_images`)."""
+    each set's cuts first (the mismatched-image control, :func:`xasr.data.images.shuffle_images`).
+
+    ``tune_on``: a set of ``cut_paths`` (decoded first) on which ``llm_rescore``'s CTC weight and
+    length bonus are chosen from a grid (:func:`xasr.decoding.rescore.tune`; ``tune-{set}.tsv``
+    and ``.png`` in ``out_dir``), and then used for the other sets; the choice is written to
+    ``rescore-weights.json``. The tuned set's own llm_rescore figure is the best of the grid,
+    so an optimistic one; the other sets' are not.
+    """
     from lhotse import CutSet
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if tune_on is not None:
+        if tune_on not in cut_paths:
+            raise XasrError(f"the set to tune llm_rescore on, {tune_on!r}, is not among the sets {list(cut_paths)}")
+        cut_paths = {tune_on: cut_paths[tune_on], **{k: v for k, v in cut_paths.items() if k != tune_on}}
     summaries = []
     for set_name, path in cut_paths.items():
         cuts = CutSet.from_file(path).to_eager()
@@ -80,12 +93,38 @@ def decode_and_score(model, units, cut_paths: Dict[str, str], methods: Sequence[
         audio = sum(c.duration for c in cuts)
         for method in methods:
             t0 = time.time()
-            hyps = decode_cuts(model, units, cuts, method, features, max_duration, device, images=images)
+            note = ""
+            if method == "llm_rescore" and set_name == tune_on:
+                hyps, note = _tune_rescore(model, units, cuts, refs, normalizer, features, max_duration, device,
+                                           images, out, set_name)
+            else:
+                hyps = decode_cuts(model, units, cuts, method, features, max_duration, device, images=images)
             wall = time.time() - t0
             result = score(refs, hyps, normalizer)
             write_results(result, out, set_name, method=method)
-            s = DecodeSummary(set_name, method, result.error_rate, result.unit, kaldi_line(result), audio, wall)
-            logger.info("%s %s: %s (RTF %.3f, %.1f s of audio per second)", set_name, method, s.kaldi_line,
-                        s.rtf, audio / max(wall, 1e-9))
+            s = DecodeSummary(set_name, method, result.error_rate, result.unit, kaldi_line(result), audio, wall, note)
+            logger.info("%s %s: %s (RTF %.3f, %.1f s of audio per second)%s", set_name, method, s.kaldi_line,
+                        s.rtf, audio / max(wall, 1e-9), f" {note}" if note else "")
             summaries.append(s)
     return summaries
+
+
+def _tune_rescore(model, units, cuts, refs, normalizer, features, max_duration, device, images, out: Path,
+                  set_name: str):
+    """llm_rescore on the tuning set: its N-best scored once, every grid point tried, the best
+    kept in the model's settings. Returns the hypotheses at the best point and a note."""
+    from xasr.decoding.rescore import choose, tune
+
+    nbest: Dict[str, list] = {}
+    decode_cuts(model, units, cuts, "llm_rescore", features, max_duration, device, images=images, nbest=nbest)
+    tuning = tune(nbest, refs, normalizer)
+    w, b = tuning.best
+    tuning.write(out, set_name, f"{set_name}: llm_rescore, {model.cfg.ctc_beam_size}-best")
+    model.cfg.rescore_ctc_weight, model.cfg.rescore_length_bonus = w, b
+    with open(out / "rescore-weights.json", "w") as f:
+        json.dump({"tuned_on": set_name, "ctc_weight": w, "length_bonus": b, "nbest": model.cfg.ctc_beam_size,
+                   "error_rate": tuning.table[(w, b)], "ctc_alone": tuning.ctc_alone, "oracle": tuning.oracle,
+                   "unit": tuning.unit}, f, indent=1)
+    note = (f"(w {w:g}, bonus {b:g}: tuned on this set; CTC search alone {tuning.ctc_alone:.2f}, "
+            f"{model.cfg.ctc_beam_size}-best oracle {tuning.oracle:.2f})")
+    return choose(nbest, w, b), note

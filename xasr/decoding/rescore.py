@@ -25,7 +25,9 @@ the choice only where it is sure enough to outweigh the CTC head's preference.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -88,3 +90,80 @@ def rescore(ctc_scores: Sequence[float], llm_scores: Sequence[float], lengths: S
     combined = [(1 - ctc_weight) * l + ctc_weight * c + length_bonus * n
                 for c, l, n in zip(ctc_scores, llm_scores, lengths)]
     return int(np.argmax(combined))
+
+
+# ---------------------------------------------------------------------- choosing the weights
+# A scored N-best: per hypothesis (text, units, CTC log-probability, LLM log-probability)
+Scored = List[Tuple[str, Sequence[int], float, float]]
+DEFAULT_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEFAULT_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def choose(nbest: Dict[str, Scored], ctc_weight: float, length_bonus: float) -> Dict[str, str]:
+    """{cut id: the text llm_rescore picks at these settings}."""
+    out = {}
+    for cid, hyps in nbest.items():
+        if not hyps:
+            out[cid] = ""
+            continue
+        best = rescore([h[2] for h in hyps], [h[3] for h in hyps], [len(h[1]) for h in hyps], ctc_weight, length_bonus)
+        out[cid] = hyps[best][0]
+    return out
+
+
+def oracle(nbest: Dict[str, Scored], refs: Dict[str, str], normalizer: str) -> Dict[str, str]:
+    """{cut id: the hypothesis of its N-best with the fewest errors against the reference}."""
+    from xasr.scoring.wer import score
+
+    out = {}
+    for cid, hyps in nbest.items():
+        texts = [h[0] for h in hyps] or [""]
+        errors = [score({cid: refs[cid]}, {cid: t}, normalizer).num_errors for t in texts]
+        out[cid] = texts[errors.index(min(errors))]
+    return out
+
+
+@dataclass
+class Tuning:
+    """llm_rescore's error rate (%) at each (CTC weight, length bonus) of a grid on one set, the
+    best point (ties: the larger CTC weight, then the smaller bonus), and two references: the
+    CTC search alone (weight 1, bonus 0) and the N-best oracle (the hypothesis with the fewest
+    errors chosen with the reference: what no weighting can beat)."""
+
+    table: Dict[Tuple[float, float], float]
+    unit: str  # "CER" or "WER"
+    ctc_alone: float
+    oracle: float
+
+    @property
+    def best(self) -> Tuple[float, float]:
+        return min(self.table, key=lambda wb: (self.table[wb], -wb[0], wb[1]))
+
+    def write(self, out_dir: Union[str, Path], set_name: str, title: str) -> Dict[str, Path]:
+        """``tune-{set}.tsv`` (every grid point) and ``tune-{set}.png`` (error rate against the
+        CTC weight, a line per bonus) in ``out_dir``."""
+        from xasr.scoring.plot import plot_weight_grid
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tsv = out / f"tune-{set_name}.tsv"
+        with open(tsv, "w") as f:
+            f.write(f"ctc_weight\tlength_bonus\t%{self.unit}\n")
+            for (w, b), v in sorted(self.table.items()):
+                f.write(f"{w:g}\t{b:g}\t{v:.2f}\n")
+        png = plot_weight_grid(self.table, self.unit, {"CTC search alone": self.ctc_alone, "N-best oracle": self.oracle},
+                               out / f"tune-{set_name}.png", title)
+        return {"tsv": tsv, "png": png}
+
+
+def tune(nbest: Dict[str, Scored], refs: Dict[str, str], normalizer: str,
+         weights: Sequence[float] = DEFAULT_WEIGHTS, bonuses: Sequence[float] = DEFAULT_BONUSES) -> Tuning:
+    """Every grid point of llm_rescore on a set whose scored N-best lists are ``nbest``."""
+    from xasr.scoring.wer import score
+
+    if not weights or not bonuses or any(not 0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"the CTC weights must lie in [0, 1] and neither grid be empty, got {weights} and {bonuses}")
+    rate = lambda hyps: 100 * score(refs, hyps, normalizer).error_rate  # noqa: E731
+    return Tuning({(w, b): rate(choose(nbest, w, b)) for w in weights for b in bonuses},
+                  score(refs, choose(nbest, 1.0, 0.0), normalizer).unit,
+                  rate(choose(nbest, 1.0, 0.0)), rate(oracle(nbest, refs, normalizer)))

@@ -240,22 +240,26 @@ class FrozenLLM(nn.Module):
 
     @torch.no_grad()
     def target_logprobs(self, speech: Sequence[torch.Tensor], texts: Sequence[Sequence[str]],
-                        image: Optional[Sequence[Optional[torch.Tensor]]] = None) -> List[List[float]]:
+                        image: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                        tree: Optional[bool] = None) -> List[List[float]]:
         """log P(target ids of each text | prompt with the utterance's speech (and picture)),
         end-of-turn token included: how likely the LLM is to write the text as its whole answer.
 
         speech: per utterance (n_b, D); texts: per utterance its hypotheses; returns the same
-        nesting. Per utterance the prompt runs once (its KV cache is shared by the hypotheses),
-        the hypotheses run together after it, and the output layer is computed once per distinct
-        token prefix (``logits_to_keep`` as a boolean mask): N-best lists share most of their
-        prefixes, and with a large vocabulary the output layer is most of the work.
+        nesting. Per utterance the prompt runs once and its KV cache serves every hypothesis.
+        The hypotheses' tokens form a prefix tree (N-best lists share most of their prefixes),
+        and each node runs once: in one pass whose attention mask lets a node see the prompt and
+        its ancestors (``tree``, the default), or, for an LLM with sliding-window attention
+        whose window the longest hypothesis would pass, one row per hypothesis with the output
+        layer computed once per node (``logits_to_keep`` as a boolean mask).
         """
         from transformers import DynamicCache
 
-        from xasr.decoding.speculative import _cache_kwarg
+        from xasr.decoding.speculative import _base_model, _cache_kwarg, _has_sliding_window
 
         cache_kw = _cache_kwarg(self.model)
-        table = self.model.get_input_embeddings()
+        window = getattr(_base_model(self.model).config, "sliding_window", None) \
+            if _has_sliding_window(self.model) else None
         out: List[List[float]] = []
         for b, hyps in enumerate(texts):
             if not hyps:
@@ -267,36 +271,74 @@ class FrozenLLM(nn.Module):
                                **{cache_kw: cache}).logits[0, -1].float().log_softmax(-1)  # (V,)
             ids = [self.target_ids(t) for t in hyps]
             scores = [float(first[i[0]]) for i in ids]
-            width = max(len(i) for i in ids) - 1  # every target token but the last is an input
-            if width > 0:
-                rows, dev = len(ids), emb.device
-                tok = torch.full((rows, width), self.pad_id, dtype=torch.long)
-                tmask = torch.zeros((rows, width), dtype=torch.long)
-                keep = torch.zeros((rows, width), dtype=torch.bool)
-                first_at: Dict[tuple, tuple] = {}  # token prefix -> (row, position) that computes its logits
-                picks = []  # (row, token prefix, the token after it)
-                for r, i in enumerate(ids):
-                    tok[r, :len(i) - 1] = torch.tensor(i[:-1])
-                    tmask[r, :len(i) - 1] = 1
-                    for j in range(len(i) - 1):
-                        key = tuple(i[:j + 1])
-                        if key not in first_at:
-                            first_at[key] = (r, j)
-                            keep[r, j] = True
-                        picks.append((r, key, i[j + 1]))
-                flat = {pos: k for k, pos in enumerate(sorted(first_at.values()))}  # keep's row-major order
-                cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=dev))
+            nodes: Dict[tuple, int] = {}  # token prefix (an input position) -> node
+            parent: List[int] = []
+            picks = []  # (hypothesis, node, the token it predicts)
+            for r, i in enumerate(ids):
+                for j in range(len(i) - 1):
+                    key = tuple(i[:j + 1])
+                    if key not in nodes:
+                        nodes[key] = len(parent)
+                        parent.append(nodes[key[:-1]] if j else -1)
+                    picks.append((r, nodes[key], i[j + 1]))
+            if nodes:
                 P = emb.shape[1]
-                logits = self.model(
-                    inputs_embeds=table(tok.to(dev)).to(emb.dtype),
-                    attention_mask=torch.cat([mask.expand(rows, -1), tmask.to(dev)], dim=1),
-                    position_ids=torch.arange(P, P + width, device=dev).expand(rows, -1),
-                    use_cache=True, logits_to_keep=keep.to(dev), **{cache_kw: cache}).logits.float()  # (U, V)
+                use_tree = tree if tree is not None else window is None or P + max(map(len, ids)) <= window
+                run = self._tree_logits if use_tree else self._row_logits
+                logits = run(cache, cache_kw, P, list(nodes), parent, ids)  # (U, V), node order
                 norm = logits.logsumexp(dim=-1)
-                for r, key, t in picks:
-                    k = flat[first_at[key]]
+                for r, k, t in picks:
                     scores[r] += float(logits[k, t] - norm[k])
             out.append(scores)
+        return out
+
+    def _tree_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], parent: List[int], ids) -> torch.Tensor:
+        """Logits (U, V) of the prefix-tree nodes ``keys`` after the cached prompt of P positions,
+        in one pass: node k sits at position P + depth and attends to the prompt, its ancestors
+        and itself."""
+        U = len(keys)
+        dev = self.model.get_input_embeddings().weight.device
+        see = torch.zeros((U, P + U), dtype=torch.bool)
+        see[:, :P] = True
+        for k, a in enumerate(parent):  # parents come before their children
+            if a >= 0:
+                see[k, P:] = see[a, P:]
+            see[k, P + k] = True
+        dtype = self.model.get_input_embeddings().weight.dtype
+        mask = torch.zeros((1, 1, U, P + U), dtype=dtype).masked_fill(~see, torch.finfo(dtype).min)
+        tok = torch.tensor([k[-1] for k in keys], dtype=torch.long, device=dev)
+        pos = torch.tensor([P + len(k) - 1 for k in keys], dtype=torch.long, device=dev)
+        return self.model(inputs_embeds=self.model.get_input_embeddings()(tok)[None], attention_mask=mask.to(dev),
+                          position_ids=pos[None], use_cache=True, **{cache_kw: cache}).logits[0].float()
+
+    def _row_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], parent: List[int], ids) -> torch.Tensor:
+        """The same logits as :meth:`_tree_logits` with one row per hypothesis (right-padded, the
+        prompt's cache repeated), an ordinary padding mask, and the output layer kept at the
+        first row and position of each node."""
+        rows, width = len(ids), max(map(len, ids)) - 1
+        dev = self.model.get_input_embeddings().weight.device
+        node = {k: n for n, k in enumerate(keys)}
+        tok = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        tmask = torch.zeros((rows, width), dtype=torch.long)
+        keep = torch.zeros((rows, width), dtype=torch.bool)
+        at = {}  # node -> (row, position) that computes it
+        for r, i in enumerate(ids):
+            tok[r, :len(i) - 1] = torch.tensor(i[:-1])
+            tmask[r, :len(i) - 1] = 1
+            for j in range(len(i) - 1):
+                n = node[tuple(i[:j + 1])]
+                if n not in at:
+                    at[n] = (r, j)
+                    keep[r, j] = True
+        order = sorted(at, key=lambda n: at[n])  # keep's row-major order
+        cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=dev))
+        logits = self.model(
+            inputs_embeds=self.model.get_input_embeddings()(tok.to(dev)),
+            attention_mask=torch.cat([torch.ones((rows, P), dtype=torch.long), tmask], dim=1).to(dev),
+            position_ids=torch.arange(P, P + width, device=dev).expand(rows, -1),
+            use_cache=True, logits_to_keep=keep.to(dev), **{cache_kw: cache}).logits.float()  # (U, V)
+        out = torch.empty_like(logits)
+        out[torch.tensor(order)] = logits
         return out
 
     # ------------------------------------------------------------------ generation

@@ -6,8 +6,8 @@
     image -> frozen image encoder -> Q-Former -> I-Adapter --/         (stage 3, model.image.enabled)
 
 In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
-transcripts from any decoding method (``ctc_greedy``, ``cif_greedy``, ``llm_greedy``,
-``llm_beam``, ``llm_ctc``, ``llm_speculative``, ``llm_fast``). A trained model is a directory
+transcripts from any decoding method (``ctc_greedy``, ``ctc_beam``, ``cif_greedy``, ``llm_greedy``,
+``llm_beam``, ``llm_ctc``, ``llm_rescore``, ``llm_speculative``, ``llm_fast``). A trained model is a directory
 (:func:`save_model_dir`) that holds only what xasr trained, and names the frozen pretrained parts
 it was trained with (path and fingerprint).
 """
@@ -103,7 +103,7 @@ class ModelConfig:
     # ctc_beam: CTC prefix beam search (ctc_beam_size hypotheses, also the N-best size);
     # llm_rescore: its N-best rescored (1 - w) * LLM + w * CTC log-probability + bonus * units,
     # w = rescore_ctc_weight (xasr.decoding.rescore)
-    ctc_beam_size: int = 8
+    ctc_beam_size: int = 16
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
@@ -393,7 +393,9 @@ class XLLMSpeechModel(nn.Module):
         LLM when its head is confident (``fast_path_threshold``), so its output may differ. Every
         LLM decoding is cut where its output starts repeating a run of ``repeat_ngram`` tokens
         (:mod:`xasr.decoding.loops`). ``llm_ctc`` is a beam search of the LLM scored with the CTC
-        head's prefix probabilities (:mod:`xasr.decoding.joint_ctc`, ``joint_*`` settings). The
+        head's prefix probabilities (:mod:`xasr.decoding.joint_ctc`, ``joint_*`` settings).
+        ``ctc_beam`` is the CTC head's prefix beam search, ``llm_rescore`` its N-best rescored by
+        the LLM (:mod:`xasr.decoding.rescore`, ``ctc_beam_size`` and ``rescore_*`` settings). The
         work done is left in ``last_decode_stats`` (a ``DecodeStats``).
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
@@ -460,6 +462,18 @@ class XLLMSpeechModel(nn.Module):
             texts = [t.upper() for t in texts]
         return texts
 
+    def set_ctc_weights(self, ctc_weight: Optional[float] = None, length_bonus: Optional[float] = None) -> None:
+        """The CTC weight (in [0, 1]) and length bonus of the decodings that combine the LLM with
+        the CTC head: ``llm_ctc`` (``joint_*``) and ``llm_rescore`` (``rescore_*``). None: unchanged."""
+        if ctc_weight is not None:
+            if not 0.0 <= ctc_weight <= 1.0:
+                raise XasrError(f"the CTC weight must be in [0, 1], not {ctc_weight}")
+            self.cfg.joint_ctc_weight = self.cfg.rescore_ctc_weight = float(ctc_weight)
+        if length_bonus is not None:
+            if not math.isfinite(length_bonus):
+                raise XasrError(f"the length bonus must be a finite number, not {length_bonus}")
+            self.cfg.joint_length_bonus = self.cfg.rescore_length_bonus = float(length_bonus)
+
     def ctc_nbest(self, h: Tensor, h_lens: Tensor) -> List[List[Tuple[Tuple[int, ...], float]]]:
         """Per utterance the CTC prefix beam search's N-best (units, CTC log-probability), best
         first (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``)."""
@@ -480,9 +494,8 @@ class XLLMSpeechModel(nn.Module):
 
         texts = [[units.decode(list(y)) for y, _ in nb] for nb in nbests]
         llm_scores = self.llm.target_logprobs(rows, texts, images)
-        n = sum(len(t) for t in texts)
-        self.last_decode_stats = DecodeStats(utterances=len(texts), row_passes=len(texts) + n,
-                                             forward_calls=len(texts) + sum(1 for t in texts if t))
+        passes = 2 * sum(1 for t in texts if t)  # per utterance: the prompt, then the hypotheses' prefix tree
+        self.last_decode_stats = DecodeStats(utterances=len(texts), row_passes=passes, forward_calls=passes)
         self.last_nbest, out = [], []
         for nb, t, ls in zip(nbests, texts, llm_scores):
             scored = [(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)]
@@ -493,6 +506,7 @@ class XLLMSpeechModel(nn.Module):
             best = rescore([c for _, _, c, _ in scored], [l for _, _, _, l in scored], [len(y) for _, y, _, _ in scored],
                            self.cfg.rescore_ctc_weight, self.cfg.rescore_length_bonus)
             out.append(t[best])
+            self.last_decode_stats.output_tokens += len(self.llm.target_ids(t[best])) - 1  # without end of turn
         return out
 
     def speech_embeddings(self, cf) -> Tensor:

@@ -10,7 +10,7 @@ Drawn with matplotlib's Agg canvas directly, so no display and no global pyplot 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -59,6 +59,29 @@ def plot_error_breakdown(results: Dict[str, ScoreResult], path: Union[str, Path]
     fig.text(0.01, 0.01, "normalizer: " + ", ".join(normalizers), fontsize=7, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
 
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def plot_weight_grid(table: Dict[Tuple[float, float], float], unit: str, references: Dict[str, float],
+                     path: Union[str, Path], title: str) -> Path:
+    """Error rate (%) against a decoding's CTC weight, one line per length bonus, with
+    horizontal lines at ``references`` ({label: error rate}). ``table``: {(weight, bonus): rate}."""
+    fig = Figure(figsize=(6.0, 4.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    weights = sorted({w for w, _ in table})
+    for b in sorted({b for _, b in table}):
+        ax.plot(weights, [table[(w, b)] for w in weights], marker="o", markersize=3, label=f"bonus {b:g}")
+    for (label, value), style in zip(references.items(), ("--", ":", "-.")):
+        ax.axhline(value, color="0.4", linestyle=style, label=f"{label} {value:.2f}")
+    ax.set_xlabel("CTC weight w (the LLM's: 1 - w)")
+    ax.set_ylabel(f"%{unit}")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
