@@ -103,7 +103,7 @@ class ModelConfig:
     # ctc_beam: CTC prefix beam search (ctc_beam_size hypotheses, also the N-best size);
     # llm_rescore: its N-best rescored (1 - w) * LLM + w * CTC log-probability + bonus * units,
     # w = rescore_ctc_weight (xasr.decoding.rescore)
-    ctc_beam_size: int = 16
+    ctc_beam_size: int = 32
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
