@@ -4,7 +4,9 @@ In: one utterance's CTC log-probabilities (T, V) from the stage-1 head; for the 
 N-best texts with their CTC log-probabilities and, per text, the LLM's log-probability of
 writing it after the utterance's prompt (``FrozenLLM.target_logprobs``).
 Out: ``ctc_prefix_search``: up to ``nbest`` unit sequences with their CTC log-probabilities,
-best first; ``rescore``: the index of the best hypothesis under the combined score.
+best first; ``rescore``: the index of the best hypothesis under the combined score; ``tune``:
+on a set with references, the error rate at each point of a grid of the two weights
+(:class:`Tuning`, with the best point, a table and a plot).
 
 The search (label-synchronous, as the CTC part of Watanabe et al. 2017's hybrid decoding with
 the CTC weight at 1): hypotheses grow one unit per step; each step every running hypothesis
