@@ -27,3 +27,14 @@ def test_console_script_is_installed():
     from pathlib import Path
     assert (Path(sys.executable).parent / "xasr").is_file()
     assert build_parser().prog == "xasr"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "ctc_greedy", "--tune-rescore-on", "dev"], "add llm_rescore to --methods"),
+    (["--methods", "llm_rescore", "--tune-rescore-on", "valid"], "no such set among --cuts (dev)"),
+    (["--methods", "llm_rescore", "--ctc-weight", "2"], "--ctc-weight must be in [0, 1]"),
+])
+def test_decode_refuses_bad_rescoring_options_before_loading_anything(tmp_path, capsys, extra, message):
+    assert main(["decode", "--model-dir", str(tmp_path / "none"), "--cuts", "dev=x.jsonl.gz",
+                 "--out-dir", str(tmp_path / "out"), *extra]) == 1
+    assert message in capsys.readouterr().err

@@ -59,15 +59,17 @@ def run(args: argparse.Namespace) -> int:
     from xasr.benchmark.testsets import parse_named
 
     sets = parse_named(args.cuts, "--cuts")
+    if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
+        raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
+    if args.tune_rescore_on is not None and "llm_rescore" not in args.methods:
+        raise XasrError("--tune-rescore-on chooses llm_rescore's weights: add llm_rescore to --methods")
+    if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
+        raise XasrError(f"--tune-rescore-on {args.tune_rescore_on}: no such set among --cuts ({', '.join(sets)})")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     if args.repeat_ngram is not None:
         if args.repeat_ngram < 0:
             raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
         model.cfg.repeat_ngram = args.repeat_ngram
-    if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
-        raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
-    if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
-        raise XasrError(f"--tune-rescore-on {args.tune_rescore_on}: no such set among --cuts ({', '.join(sets)})")
     model.set_ctc_weights(args.ctc_weight, args.length_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = decode_and_score(model, units, sets, args.methods, args.out_dir, args.normalizer,
                                  features=cfg.data.features, max_duration=args.max_duration, device=args.device,
                                  images=images, image_shuffle_seed=args.image_shuffle_seed,
-                                 tune_on=args.tune_rescore_on if "llm_rescore" in args.methods else None)
+                                 tune_on=args.tune_rescore_on)
     with open(f"{args.out_dir}/summary.json", "w") as f:
         json.dump([dict(s.__dict__, rtf=s.rtf) for s in summaries], f, indent=1)
     for s in summaries:

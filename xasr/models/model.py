@@ -486,8 +486,9 @@ class XLLMSpeechModel(nn.Module):
                 for b, n in enumerate(h_lens.tolist())]
 
     def _rescore(self, nbests, rows: List[Tensor], images, units) -> List[str]:
-        """llm_rescore: each utterance's N-best texts scored by the LLM (one row per hypothesis),
-        the best under the combined score returned. The scored lists are left in ``last_nbest``:
+        """llm_rescore: each utterance's N-best texts scored by the LLM (the prompt once, the
+        hypotheses as one prefix tree: ``FrozenLLM.target_logprobs``), the best under the
+        combined score returned. The scored lists are left in ``last_nbest``:
         per utterance [(text, units, CTC log-probability, LLM log-probability)], CTC order."""
         from xasr.decoding.rescore import rescore
         from xasr.decoding.speculative import DecodeStats
