@@ -67,17 +67,17 @@ def test_rescore_weighs_the_two_scores_and_the_length():
         rescore(ctc, llm[:2], n)
 
 
-@pytest.mark.parametrize("tree", [True, False])
-def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path, tree):
+@pytest.mark.parametrize("tree, max_nodes", [(True, None), (True, 2), (False, None)])
+def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path, tree, max_nodes):
     """One prompt pass per utterance, its cache shared by the hypotheses, the output layer once per
-    distinct prefix (one pass over the prefix tree, or a row per hypothesis): the same numbers as
-    the loss of each (prompt, text) pair alone."""
+    distinct prefix (the prefix tree in one pass or 2 nodes at a time, or a row per hypothesis):
+    the same numbers as the loss of each (prompt, text) pair alone."""
     torch.manual_seed(0)
     llm = FrozenLLM(LLMConfig(path=str(make_tiny_llm(tmp_path / "llm", hidden=64))))
     g = torch.Generator().manual_seed(2)
     speech = [torch.randn(n, llm.embed_dim, generator=g) for n in (3, 5, 4)]
     texts = [["hello world", "hello word", "hello world again", "hello"], ["the cat"], ["", "a"]]
-    got = llm.target_logprobs(speech, texts, tree=tree)
+    got = llm.target_logprobs(speech, texts, tree=tree, max_nodes=max_nodes)
     assert [len(x) for x in got] == [4, 1, 2]
     for s, hyps, lps in zip(speech, texts, got):
         for t, lp in zip(hyps, lps):

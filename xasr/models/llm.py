@@ -241,7 +241,7 @@ class FrozenLLM(nn.Module):
     @torch.no_grad()
     def target_logprobs(self, speech: Sequence[torch.Tensor], texts: Sequence[Sequence[str]],
                         image: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                        tree: Optional[bool] = None) -> List[List[float]]:
+                        tree: Optional[bool] = None, max_nodes: Optional[int] = None) -> List[List[float]]:
         """log P(target ids of each text | prompt with the utterance's speech (and picture)),
         end-of-turn token included: how likely the LLM is to write the text as its whole answer.
 
@@ -249,9 +249,10 @@ class FrozenLLM(nn.Module):
         nesting. Per utterance the prompt runs once and its KV cache serves every hypothesis.
         The hypotheses' tokens form a prefix tree (N-best lists share most of their prefixes),
         and each node runs once: in one pass whose attention mask lets a node see the prompt and
-        its ancestors (``tree``, the default), or, for an LLM with sliding-window attention
-        whose window the longest hypothesis would pass, one row per hypothesis with the output
-        layer computed once per node (``logits_to_keep`` as a boolean mask).
+        its ancestors (``tree``, the default; ``max_nodes`` nodes per pass, see
+        :meth:`_tree_logits`), or, for an LLM with sliding-window attention whose window the
+        longest hypothesis would pass, one row per hypothesis with the output layer computed once
+        per node (``logits_to_keep`` as a boolean mask).
         """
         from transformers import DynamicCache
 
@@ -284,36 +285,48 @@ class FrozenLLM(nn.Module):
             if nodes:
                 P = emb.shape[1]
                 use_tree = tree if tree is not None else window is None or P + max(map(len, ids)) <= window
-                run = self._tree_logits if use_tree else self._row_logits
-                logits = run(cache, cache_kw, P, list(nodes), parent, ids)  # (U, V), node order
-                norm = logits.logsumexp(dim=-1)
+                if use_tree:
+                    chunks = self._tree_logits(cache, cache_kw, P, list(nodes), parent, max_nodes)
+                else:
+                    chunks = [(0, self._row_logits(cache, cache_kw, P, list(nodes), ids))]
+                by_node: Dict[int, list] = {}
                 for r, k, t in picks:
-                    scores[r] += float(logits[k, t] - norm[k])
+                    by_node.setdefault(k, []).append((r, t))
+                for start, logits in chunks:  # (C, V): the nodes start, start + 1, ...
+                    norm = logits.logsumexp(dim=-1)
+                    for c in range(logits.shape[0]):
+                        for r, t in by_node.get(start + c, ()):
+                            scores[r] += float(logits[c, t] - norm[c])
             out.append(scores)
         return out
 
-    def _tree_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], parent: List[int], ids) -> torch.Tensor:
-        """Logits (U, V) of the prefix-tree nodes ``keys`` after the cached prompt of P positions,
-        in one pass: node k sits at position P + depth and attends to the prompt, its ancestors
-        and itself."""
+    def _tree_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], parent: List[int],
+                     max_nodes: Optional[int] = None):
+        """Yields (first node, logits (C, V)) for the prefix-tree nodes ``keys`` after the cached
+        prompt of P positions, ``max_nodes`` nodes per pass (default: as many as keep the logits
+        near 256 MB): node k sits at position P + depth and attends to the prompt, its ancestors
+        and itself; each pass's nodes join the cache, so later passes see their ancestors."""
         U = len(keys)
-        dev = self.model.get_input_embeddings().weight.device
+        table = self.model.get_input_embeddings()
+        dev, dtype = table.weight.device, table.weight.dtype
+        step = max_nodes or max(16, (1 << 26) // table.weight.shape[0])
         see = torch.zeros((U, P + U), dtype=torch.bool)
         see[:, :P] = True
         for k, a in enumerate(parent):  # parents come before their children
             if a >= 0:
                 see[k, P:] = see[a, P:]
             see[k, P + k] = True
-        dtype = self.model.get_input_embeddings().weight.dtype
-        mask = torch.zeros((1, 1, U, P + U), dtype=dtype).masked_fill(~see, torch.finfo(dtype).min)
         tok = torch.tensor([k[-1] for k in keys], dtype=torch.long, device=dev)
         pos = torch.tensor([P + len(k) - 1 for k in keys], dtype=torch.long, device=dev)
-        return self.model(inputs_embeds=self.model.get_input_embeddings()(tok)[None], attention_mask=mask.to(dev),
-                          position_ids=pos[None], use_cache=True, **{cache_kw: cache}).logits[0].float()
+        for s in range(0, U, step):
+            e = min(U, s + step)
+            mask = torch.zeros((1, 1, e - s, P + e), dtype=dtype).masked_fill(~see[s:e, :P + e], torch.finfo(dtype).min)
+            yield s, self.model(inputs_embeds=table(tok[s:e])[None], attention_mask=mask.to(dev),
+                                position_ids=pos[None, s:e], use_cache=True, **{cache_kw: cache}).logits[0].float()
 
-    def _row_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], parent: List[int], ids) -> torch.Tensor:
-        """The same logits as :meth:`_tree_logits` with one row per hypothesis (right-padded, the
-        prompt's cache repeated), an ordinary padding mask, and the output layer kept at the
+    def _row_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], ids) -> torch.Tensor:
+        """The logits (U, V) of :meth:`_tree_logits` with one row per hypothesis (right-padded,
+        the prompt's cache repeated), an ordinary padding mask, and the output layer kept at the
         first row and position of each node."""
         rows, width = len(ids), max(map(len, ids)) - 1
         dev = self.model.get_input_embeddings().weight.device
