@@ -101,16 +101,17 @@ DEFAULT_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_BONUSES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 
 
+def pick(hyps: Scored, ctc_weight: float, length_bonus: float) -> str:
+    """The text llm_rescore picks from one scored N-best at these settings ("" from an empty one)."""
+    if not hyps:
+        return ""
+    return hyps[rescore([h[2] for h in hyps], [h[3] for h in hyps], [len(h[1]) for h in hyps], ctc_weight,
+                        length_bonus)][0]
+
+
 def choose(nbest: Dict[str, Scored], ctc_weight: float, length_bonus: float) -> Dict[str, str]:
     """{cut id: the text llm_rescore picks at these settings}."""
-    out = {}
-    for cid, hyps in nbest.items():
-        if not hyps:
-            out[cid] = ""
-            continue
-        best = rescore([h[2] for h in hyps], [h[3] for h in hyps], [len(h[1]) for h in hyps], ctc_weight, length_bonus)
-        out[cid] = hyps[best][0]
-    return out
+    return {cid: pick(hyps, ctc_weight, length_bonus) for cid, hyps in nbest.items()}
 
 
 def oracle(nbest: Dict[str, Scored], refs: Dict[str, str], normalizer: str) -> Dict[str, str]:
@@ -166,6 +167,6 @@ def tune(nbest: Dict[str, Scored], refs: Dict[str, str], normalizer: str,
     if not weights or not bonuses or any(not 0.0 <= w <= 1.0 for w in weights):
         raise ValueError(f"the CTC weights must lie in [0, 1] and neither grid be empty, got {weights} and {bonuses}")
     rate = lambda hyps: 100 * score(refs, hyps, normalizer).error_rate  # noqa: E731
-    return Tuning({(w, b): rate(choose(nbest, w, b)) for w in weights for b in bonuses},
-                  score(refs, choose(nbest, 1.0, 0.0), normalizer).unit,
-                  rate(choose(nbest, 1.0, 0.0)), rate(oracle(nbest, refs, normalizer)))
+    ctc_alone = score(refs, choose(nbest, 1.0, 0.0), normalizer)
+    return Tuning({(w, b): rate(choose(nbest, w, b)) for w in weights for b in bonuses}, ctc_alone.unit,
+                  100 * ctc_alone.error_rate, rate(oracle(nbest, refs, normalizer)))

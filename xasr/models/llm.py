@@ -274,24 +274,21 @@ class FrozenLLM(nn.Module):
             scores = [float(first[i[0]]) for i in ids]
             nodes: Dict[tuple, int] = {}  # token prefix (an input position) -> node
             parent: List[int] = []
-            picks = []  # (hypothesis, node, the token it predicts)
+            by_node: Dict[int, list] = {}  # node -> (hypothesis, the token the node predicts for it)
             for r, i in enumerate(ids):
                 for j in range(len(i) - 1):
                     key = tuple(i[:j + 1])
                     if key not in nodes:
                         nodes[key] = len(parent)
                         parent.append(nodes[key[:-1]] if j else -1)
-                    picks.append((r, nodes[key], i[j + 1]))
+                    by_node.setdefault(nodes[key], []).append((r, i[j + 1]))
             if nodes:
                 P = emb.shape[1]
                 use_tree = tree if tree is not None else window is None or P + max(map(len, ids)) <= window
                 if use_tree:
                     chunks = self._tree_logits(cache, cache_kw, P, list(nodes), parent, max_nodes)
                 else:
-                    chunks = [(0, self._row_logits(cache, cache_kw, P, list(nodes), ids))]
-                by_node: Dict[int, list] = {}
-                for r, k, t in picks:
-                    by_node.setdefault(k, []).append((r, t))
+                    chunks = [(0, self._row_logits(cache, cache_kw, P, nodes, ids))]
                 for start, logits in chunks:  # (C, V): the nodes start, start + 1, ...
                     norm = logits.logsumexp(dim=-1)
                     for c in range(logits.shape[0]):
@@ -324,13 +321,12 @@ class FrozenLLM(nn.Module):
             yield s, self.model(inputs_embeds=table(tok[s:e])[None], attention_mask=mask.to(dev),
                                 position_ids=pos[None, s:e], use_cache=True, **{cache_kw: cache}).logits[0].float()
 
-    def _row_logits(self, cache, cache_kw: str, P: int, keys: List[tuple], ids) -> torch.Tensor:
-        """The logits (U, V) of :meth:`_tree_logits` with one row per hypothesis (right-padded,
-        the prompt's cache repeated), an ordinary padding mask, and the output layer kept at the
-        first row and position of each node."""
+    def _row_logits(self, cache, cache_kw: str, P: int, node: Dict[tuple, int], ids) -> torch.Tensor:
+        """The logits (U, V) of :meth:`_tree_logits` (``node``: token prefix -> node) with one row
+        per hypothesis (right-padded, the prompt's cache repeated), an ordinary padding mask, and
+        the output layer kept at the first row and position of each node."""
         rows, width = len(ids), max(map(len, ids)) - 1
         dev = self.model.get_input_embeddings().weight.device
-        node = {k: n for n, k in enumerate(keys)}
         tok = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tmask = torch.zeros((rows, width), dtype=torch.long)
         keep = torch.zeros((rows, width), dtype=torch.bool)

@@ -490,24 +490,17 @@ class XLLMSpeechModel(nn.Module):
         hypotheses as one prefix tree: ``FrozenLLM.target_logprobs``), the best under the
         combined score returned. The scored lists are left in ``last_nbest``:
         per utterance [(text, units, CTC log-probability, LLM log-probability)], CTC order."""
-        from xasr.decoding.rescore import rescore
-        from xasr.decoding.speculative import DecodeStats
+        from xasr.decoding.rescore import pick
+        from xasr.decoding.speculative import PassCounter, greedy_stats
 
         texts = [[units.decode(list(y)) for y, _ in nb] for nb in nbests]
-        llm_scores = self.llm.target_logprobs(rows, texts, images)
-        passes = 2 * sum(1 for t in texts if t)  # per utterance: the prompt, then the hypotheses' prefix tree
-        self.last_decode_stats = DecodeStats(utterances=len(texts), row_passes=passes, forward_calls=passes)
-        self.last_nbest, out = [], []
-        for nb, t, ls in zip(nbests, texts, llm_scores):
-            scored = [(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)]
-            self.last_nbest.append(scored)
-            if not scored:
-                out.append("")
-                continue
-            best = rescore([c for _, _, c, _ in scored], [l for _, _, _, l in scored], [len(y) for _, y, _, _ in scored],
-                           self.cfg.rescore_ctc_weight, self.cfg.rescore_length_bonus)
-            out.append(t[best])
-            self.last_decode_stats.output_tokens += len(self.llm.target_ids(t[best])) - 1  # without end of turn
+        with PassCounter(self.llm.model) as counter:
+            llm_scores = self.llm.target_logprobs(rows, texts, images)
+        self.last_nbest = [[(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)]
+                           for nb, t, ls in zip(nbests, texts, llm_scores)]
+        out = [pick(scored, self.cfg.rescore_ctc_weight, self.cfg.rescore_length_bonus) for scored in self.last_nbest]
+        # output tokens: the LLM's tokens of each chosen text, without the end of turn
+        self.last_decode_stats = greedy_stats(counter, [self.llm.target_ids(t)[:-1] for t in out])
         return out
 
     def speech_embeddings(self, cf) -> Tensor:
