@@ -22,7 +22,8 @@ stop_stage=100
 corpus_dir=""          # a real LibriSpeech directory (holding train-clean-100/ ...); empty: synthesize
 download=false         # with --corpus-dir: fetch the real corpus there first (needs network)
 train_hours=2.0        # size of the synthesized training set
-eval_hours=""          # size of its dev and of its test set [a tenth of train_hours, at most 0.1]
+eval_hours=0.3         # size of its dev and of its test set (fixed: they do not change with train_hours)
+seen_hours=0.1         # training voices reading unseen text (test_seen / test-seen); 0: none
 seed=0                 # seed of the synthesized corpus
 nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
@@ -43,7 +44,8 @@ Options (default in brackets):
   --corpus-dir DIR     real LibriSpeech directory holding its parts [synthesize one]
   --download BOOL      fetch the real corpus into --corpus-dir first [$download]
   --train-hours H      hours of the synthesized training set [$train_hours]
-  --eval-hours H       hours of the synthesized dev and test sets [min(0.1, train_hours / 10)]
+  --eval-hours H       hours of the synthesized dev and test sets each [$eval_hours]
+  --seen-hours H       hours of training voices reading unseen text [$seen_hours]
   --seed N             seed of the synthesized corpus [$seed]
   --nj N               parallel jobs [$nj]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]

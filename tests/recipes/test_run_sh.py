@@ -62,12 +62,13 @@ def test_download_needs_a_corpus_dir(recipe_copy):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, sets, lang", [
-    ("aishell", ("train", "dev", "test"), "lang_char"),
-    ("librispeech", ("train-clean-100", "dev-clean", "test-clean"), "lang_bpe_100"),
+    ("aishell", ("train", "dev", "test", "test_seen"), "lang_char"),
+    ("librispeech", ("train-clean-100", "dev-clean", "test-clean", "test-seen"), "lang_bpe_100"),
 ])
 def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang):
     script = recipe_copy / "recipes" / recipe / "run.sh"
-    extra = ["--vocab-size", "100"] if recipe == "librispeech" else []
+    extra = ["--eval-hours", "0.003", "--seen-hours", "0.003"]
+    extra += ["--vocab-size", "100"] if recipe == "librispeech" else []
     # called from another directory: the recipe works in its own
     r = _run(script, "--stop-stage", "3", "--train-hours", "0.03", *extra, cwd=recipe_copy)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -124,7 +125,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 "
             "model.adapter.hidden_dim=64 train.log_interval=1 train.tensorboard=false")
     script = recipe_copy / "recipes/librispeech/run.sh"
-    r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--vocab-size", "100",
+    r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
+                        "--vocab-size", "100",
                         "--stage1-opts", f"train.max_steps=3 {tiny}",
                         # an untrained model's LLM runs to its length bound: keep the bound short
                         "--stage2-opts", f"train.max_steps=2 {tiny} model.length_bound_factor=0.2 "

@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from xasr.data.synth import CORPORA, SplitSize, SynthConfig, default_sizes, synthesize_corpus
+from xasr.data.synth import CORPORA, EVAL_HOURS, SEEN_HOURS, SplitSize, SynthConfig, default_sizes, synthesize_corpus
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", choices=CORPORA, required=True)
     p.add_argument("--out-dir", required=True, help="corpus root to create (must not exist)")
     p.add_argument("--train-hours", type=float, default=1.0)
-    p.add_argument("--dev-hours", type=float, default=None, help="default: a tenth of --train-hours")
-    p.add_argument("--test-hours", type=float, default=None, help="default: a tenth of --train-hours")
+    p.add_argument("--dev-hours", type=float, default=None, help=f"default: {EVAL_HOURS}, whatever --train-hours")
+    p.add_argument("--test-hours", type=float, default=None, help=f"default: {EVAL_HOURS}, whatever --train-hours")
+    p.add_argument("--seen-hours", type=float, default=SEEN_HOURS,
+                   help="training voices reading unseen text (test_seen / test-seen); 0: none")
     p.add_argument("--train-speakers", type=int, default=None, help="default: 30 per training hour")
     p.add_argument("--eval-speakers", type=int, default=None, help="speakers in dev and in test each")
     p.add_argument("--seed", type=int, default=0)
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sizes = default_sizes(args.corpus, args.train_hours)
+    sizes = default_sizes(args.corpus, args.train_hours, seen_hours=args.seen_hours)
     if args.dev_hours is not None:
         sizes["dev"].hours = args.dev_hours
     if args.test_hours is not None:

@@ -3,7 +3,10 @@
 In: an Aishell-1 directory (holding ``data_aishell/``) or a LibriSpeech directory (holding
 parts such as ``train-clean-100/``), real or synthesized by :mod:`xasr.data.synth`.
 Out: ``<output_dir>/{corpus}_cuts_{split}.jsonl.gz`` per split (Aishell: train, dev, test;
-LibriSpeech: one per part present, e.g. train-clean-100, dev-clean, test-clean).
+LibriSpeech: one per part present, e.g. train-clean-100, dev-clean, test-clean). A synthesized
+corpus may also hold a split of training voices reading unseen text (:mod:`xasr.data.synth`):
+Aishell ``data_aishell/wav/test_seen/`` (read here the way lhotse reads the other splits),
+LibriSpeech part ``test-seen/`` (read by lhotse's recipe like any part).
 
 Before lhotse reads anything, the layout and every audio file are checked, so that a wrong
 layout, a missing transcript, or an empty or unreadable audio file stops the run with an error
@@ -28,9 +31,11 @@ import soundfile as sf
 logger = logging.getLogger(__name__)
 
 AISHELL_SPLITS = ("train", "dev", "test")
+AISHELL_EXTRA_SPLITS = ("test_seen",)  # optional, synthesized corpora only
 LIBRISPEECH_PARTS = (
     "dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360",
     "train-other-500", "dev-clean-2", "train-clean-5",
+    "test-seen",  # optional, synthesized corpora only: training voices reading unseen text
 )
 MAX_LISTED = 20
 
@@ -110,7 +115,8 @@ def check_aishell_layout(corpus_dir: Path, num_jobs: int = 4) -> Dict[str, int]:
     counts = {}
     all_wavs: List[Path] = []
     no_text: List[str] = []
-    for split in AISHELL_SPLITS:
+    extra = [x for x in AISHELL_EXTRA_SPLITS if (root / "wav" / x).is_dir()]
+    for split in AISHELL_SPLITS + tuple(extra):
         d = root / "wav" / split
         wavs = sorted(d.glob("*/*.wav")) if d.is_dir() else []
         if not wavs:
@@ -126,6 +132,27 @@ def check_aishell_layout(corpus_dir: Path, num_jobs: int = 4) -> Dict[str, int]:
                        "prepare_aishell does), e.g. %s", len(no_text), transcript, ", ".join(no_text[:3]))
     _raise_problems(check_audio_files(all_wavs, num_jobs), corpus_dir)
     return counts
+
+
+def _aishell_extra_split(corpus_dir: Path, split: str):
+    """Recordings and supervisions of an extra Aishell split, made as lhotse's prepare_aishell
+    makes those of train/dev/test (ids, speaker from the folder, spaces removed from the text)."""
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse.recipes.aishell import text_normalize
+
+    texts = _read_aishell_transcript(corpus_dir / "data_aishell" / "transcript" / "aishell_transcript_v0.8.txt")
+    recordings, supervisions = [], []
+    for path in sorted((corpus_dir / "data_aishell" / "wav" / split).glob("*/*.wav")):
+        if path.stem not in texts:
+            continue
+        rec = Recording.from_file(path)
+        recordings.append(rec)
+        supervisions.append(SupervisionSegment(
+            id=path.stem, recording_id=path.stem, start=0.0, duration=rec.duration, channel=0,
+            language="Chinese", speaker=path.parent.name,
+            text=text_normalize(texts[path.stem]).strip().replace(" ", "")))
+    return {"recordings": RecordingSet.from_recordings(recordings),
+            "supervisions": SupervisionSet.from_segments(supervisions)}
 
 
 def librispeech_parts(corpus_dir: Path) -> List[str]:
@@ -191,7 +218,10 @@ def prepare_manifests(corpus: str, corpus_dir: str, output_dir: str, num_jobs: i
         raise CorpusError(f"corpus directory {cdir} does not exist")
     if corpus == "aishell":
         expected = check_aishell_layout(cdir, num_jobs=max(4, num_jobs))
-        manifests = prepare_aishell(cdir, output_dir=None)
+        manifests = dict(prepare_aishell(cdir, output_dir=None))
+        for split in expected:
+            if split not in AISHELL_SPLITS:
+                manifests[split] = _aishell_extra_split(cdir, split)
     elif corpus == "librispeech":
         expected = check_librispeech_layout(cdir, num_jobs=max(4, num_jobs))
         manifests = prepare_librispeech(cdir, dataset_parts=list(expected), output_dir=None,

@@ -8,7 +8,15 @@ Out: a directory that lhotse's own ``prepare_aishell`` / ``prepare_librispeech``
   librispeech:  OUT/{train-clean-100,dev-clean,test-clean}/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac
                 OUT/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt, OUT/SPEAKERS.TXT
 
-plus ``OUT/synthesis.json`` recording the seed, every speaker's voice and the measured hours.
+plus ``OUT/synthesis.json`` recording the seed, every speaker's voice and the measured hours,
+and, when the sizes ask for a ``seen`` split (``default_sizes`` does), a fourth set of
+*training voices reading unseen text* in the same layout: ``data_aishell/wav/test_seen/`` (its
+lines in the same transcript file) or the part ``test-seen/``. It separates how well a model
+generalizes to new voices (test) from how well it handles new text (seen).
+
+The dev and test sets depend only on the seed and their own sizes: their voices, speakers and
+sentences are drawn first, each split from its own random stream, so changing the training hours
+or speakers leaves them exactly as they were.
 
 Speech comes from the offline TTS engines (:mod:`xasr.data.tts`) with a voice, rate, pitch and
 recording level per speaker; text from real sentences (:mod:`xasr.data.text_sources`), never
@@ -43,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 CORPORA = ("aishell", "librispeech")
 SPLITS = ("train", "dev", "test")
-LIBRISPEECH_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+SEEN = "seen"  # training voices reading unseen text (optional, see default_sizes)
+LIBRISPEECH_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean", SEEN: "test-seen"}
+AISHELL_DIRS = {"train": "train", "dev": "dev", "test": "test", SEEN: "test_seen"}
 AISHELL_TRANSCRIPT = "data_aishell/transcript/aishell_transcript_v0.8.txt"
 # First speaker number of each split, as in the Aishell-1 release (S0002.., S0724.., S0764..).
 AISHELL_FIRST_SPEAKER = {"train": 2, "dev": 724, "test": 764}
@@ -101,16 +111,28 @@ class SynthConfig:
     zh_max_vocab: Optional[int] = 1000  # aishell: sentences use only the 1000 most frequent characters
 
 
-def default_sizes(corpus: str, train_hours: float = 1.0) -> Dict[str, SplitSize]:
-    """Split sizes scaled from the training hours: dev and test a tenth each (at least ~4 min)."""
-    eval_hours = max(train_hours / 10.0, 0.07)
+# Fixed evaluation sets: about 300 utterances each for dev and test (a 95% bootstrap interval of
+# roughly +-2 points at 40% error), whatever the training size; the seen-voice split is smaller.
+EVAL_HOURS = 0.3
+EVAL_SPEAKERS = 20
+SEEN_HOURS = 0.1
+SEEN_SPEAKERS = 10
+
+
+def default_sizes(corpus: str, train_hours: float = 1.0, eval_hours: float = EVAL_HOURS,
+                  seen_hours: float = SEEN_HOURS) -> Dict[str, SplitSize]:
+    """Split sizes: training speakers scale with the hours (30 per hour); dev and test are fixed
+    (``eval_hours`` and 20 speakers each); ``seen`` takes up to 10 training speakers (0: no
+    seen split)."""
     train_speakers = max(4, int(round(train_hours * 30)))
-    eval_speakers = max(2, int(round(train_speakers / 6)))
-    return {
+    sizes = {
         "train": SplitSize(train_hours, train_speakers),
-        "dev": SplitSize(eval_hours, eval_speakers),
-        "test": SplitSize(eval_hours, eval_speakers),
+        "dev": SplitSize(eval_hours, EVAL_SPEAKERS),
+        "test": SplitSize(eval_hours, EVAL_SPEAKERS),
     }
+    if seen_hours > 0:
+        sizes[SEEN] = SplitSize(seen_hours, min(SEEN_SPEAKERS, train_speakers))
+    return sizes
 
 
 @dataclass
@@ -171,37 +193,57 @@ def _gender(voice: Voice) -> str:
     return "F" if variant in FEMALE_VARIANTS else "M"
 
 
+def _split_rng(seed: int, split: str) -> random.Random:
+    """The random stream of one split: what a split draws never shifts another split's draws."""
+    return random.Random(f"{seed}-{split}")
+
+
 def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[Speaker], List[Utterance]]:
     """Decide speakers, voices and the text of every utterance (no audio yet).
 
     The dev and test sentences are dealt first, from the end of a shuffled order, and are never
-    read in train. Train takes the others from the start; when it needs more hours than they
-    hold, it reads them again with other voices (a second reading of a prompt, as in corpora
-    where several speakers read the same prompts), so dev and test text stays unseen.
+    read in train; so are the seen split's (after test). Train takes the others from the start;
+    when it needs more hours than they hold, it reads them again with other voices (a second
+    reading of a prompt, as in corpora where several speakers read the same prompts), so dev,
+    test and seen text stays unseen. Each split draws its voices, speakers and layout from its
+    own random stream (:func:`_split_rng`), dev and test before train, so they depend only on the
+    seed and their own sizes. The seen split's speakers are the first training speakers, with
+    their voices: training voices reading unseen text.
     """
     rng = random.Random(cfg.seed)
     order = list(range(len(sentences)))
     rng.shuffle(order)
     variants = _split_variants(cfg.seed)
+    for split in SPLITS:
+        size = cfg.sizes.get(split)
+        if size is None or size.speakers < 1 or size.hours <= 0:
+            raise SynthesisError(f"split {split}: needs at least one speaker and some hours, got {size}")
+    seen = cfg.sizes.get(SEEN)
+    if seen is not None and (seen.speakers < 1 or seen.hours <= 0):
+        raise SynthesisError(f"split {SEEN}: needs at least one speaker and some hours, got {seen}")
     speakers: Dict[str, List[Speaker]] = {}
     used_ids = set()
-    for split in SPLITS:
+    for split in ("dev", "test", "train"):
+        srng = _split_rng(cfg.seed, split)
         size = cfg.sizes[split]
-        if size.speakers < 1 or size.hours <= 0:
-            raise SynthesisError(f"split {split}: needs at least one speaker and some hours, got {size}")
-        voices = _make_voices(cfg.corpus, split, size.speakers, rng, variants[split])
+        voices = _make_voices(cfg.corpus, split, size.speakers, srng, variants[split])
         split_speakers = []
         for i, voice in enumerate(voices):
             if cfg.corpus == "aishell":
                 sid = f"S{AISHELL_FIRST_SPEAKER[split] + i:04d}"
             else:
-                sid = str(rng.randrange(10, 9999))
+                sid = str(srng.randrange(10, 9999))
                 while sid in used_ids:
-                    sid = str(rng.randrange(10, 9999))
+                    sid = str(srng.randrange(10, 9999))
             used_ids.add(sid)
-            split_speakers.append(Speaker(sid, split, voice, level=round(rng.uniform(0.25, 0.9), 3),
+            split_speakers.append(Speaker(sid, split, voice, level=round(srng.uniform(0.25, 0.9), 3),
                                           gender=_gender(voice)))
         speakers[split] = split_speakers
+    if seen is not None:
+        if seen.speakers > len(speakers["train"]):
+            raise SynthesisError(f"split {SEEN}: {seen.speakers} speakers asked for, train has only "
+                                 f"{len(speakers['train'])}")
+        speakers[SEEN] = [Speaker(s.id, SEEN, s.voice, s.level, s.gender) for s in speakers["train"][:seen.speakers]]
 
     def deal(split: str, picks: Iterator[int]) -> Dict[str, List[Sentence]]:
         """Fill the split's hours with sentences, dealt to its speakers in turn."""
@@ -222,11 +264,11 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[S
             i += 1
         return per_speaker
 
+    held_out = ["dev", "test"] + ([SEEN] if seen is not None else [])
     dealt: Dict[str, Dict[str, List[Sentence]]] = {}
     from_end = iter(range(len(order) - 1, -1, -1))
-    for split in SPLITS:
-        if split != "train":
-            dealt[split] = deal(split, from_end)
+    for split in held_out:
+        dealt[split] = deal(split, from_end)
     n_eval = sum(len(v) for d in dealt.values() for v in d.values())
     n_free = len(order) - n_eval
     # train: the remaining sentences in order, again from the first when they run out
@@ -236,25 +278,30 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[S
         logger.info("train: %d utterances of %d distinct sentences (%.2f readings each)",
                     n_train, n_free, n_train / n_free)
     utterances: List[Utterance] = []
-    for split in SPLITS:
+    all_splits = list(SPLITS) + ([SEEN] if seen is not None else [])
+    for split in all_splits:
+        lrng = _split_rng(cfg.seed, f"layout-{split}")
         for spk in speakers[split]:
-            utterances.extend(_layout_speaker(cfg, spk, dealt[split][spk.id], rng))
-    return [s for split in SPLITS for s in speakers[split]], utterances
+            utterances.extend(_layout_speaker(cfg, spk, dealt[split][spk.id], lrng))
+    return [s for split in all_splits for s in speakers[split]], utterances
 
 
 def _layout_speaker(cfg: SynthConfig, spk: Speaker, sents: List[Sentence], rng: random.Random
                     ) -> List[Utterance]:
     out = []
     if cfg.corpus == "aishell":
-        first = rng.randrange(1, 100)
+        # a seen-split speaker also has training utterances (numbered from below 100 + their count)
+        first = 5000 + rng.randrange(1, 100) if spk.split == SEEN else rng.randrange(1, 100)
         for k, s in enumerate(sents):
             uid = f"BAC009{spk.id}W{first + k:04d}"
             out.append(Utterance(uid, spk.id, spk.split,
-                                 f"data_aishell/wav/{spk.split}/{spk.id}/{uid}.wav", s))
+                                 f"data_aishell/wav/{AISHELL_DIRS[spk.split]}/{spk.id}/{uid}.wav", s))
         return out
     part = LIBRISPEECH_PARTS[spk.split]
     n_chapters = 1 if len(sents) <= 15 else 2
-    chapters = [str(rng.randrange(1000, 300000)) for _ in range(n_chapters)]
+    # the seen split's chapters are numbered apart from the training chapters of the same speaker
+    lo, hi = (300000, 400000) if spk.split == SEEN else (1000, 300000)
+    chapters = [str(rng.randrange(lo, hi)) for _ in range(n_chapters)]
     count = {c: 0 for c in chapters}
     for k, s in enumerate(sents):
         chapter = chapters[k * n_chapters // len(sents)]
@@ -318,9 +365,10 @@ def _write_texts(cfg: SynthConfig, root: Path, speakers: List[Speaker], utts: Li
                         encoding="utf-8")
     minutes: Dict[str, float] = {}
     for u in utts:
-        minutes[u.speaker] = minutes.get(u.speaker, 0.0) + durations[u.id] / 60
+        if u.split != SEEN:  # a seen-split speaker is listed once, with its training part
+            minutes[u.speaker] = minutes.get(u.speaker, 0.0) + durations[u.id] / 60
     lines = [";ID  |SEX| SUBSET           |MINUTES| NAME\n"]
-    for s in sorted(speakers, key=lambda s: int(s.id)):
+    for s in sorted((s for s in speakers if s.split != SEEN), key=lambda s: int(s.id)):
         lines.append(f"{s.id:<5}| {s.gender} | {LIBRISPEECH_PARTS[s.split]:<17}| {minutes[s.id]:5.2f} | "
                      f"{s.voice.engine} {s.voice.name}\n")
     (root / "SPEAKERS.TXT").write_text("".join(lines), encoding="utf-8")
@@ -356,12 +404,12 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    by_speaker: Dict[str, List[Utterance]] = {}
+    by_speaker: Dict[Tuple[str, str], List[Utterance]] = {}
     for u in utts:
-        by_speaker.setdefault(u.speaker, []).append(u)
+        by_speaker.setdefault((u.split, u.speaker), []).append(u)
     jobs = []
     for spk in speakers:
-        us = by_speaker.get(spk.id, [])
+        us = by_speaker.get((spk.split, spk.id), [])
         for i in range(0, len(us), cfg.max_utts_per_job):
             jobs.append((spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.snr_db))
     # festival jobs are the slowest: start them first so the pool ends together
@@ -381,15 +429,16 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
     audio_wall = time.time() - t_audio
     _write_texts(cfg, tmp, speakers, utts, durations)
 
-    hours = {s: sum(durations[u.id] for u in utts if u.split == s) / 3600 for s in SPLITS}
+    splits = [s for s in (*SPLITS, SEEN) if s in cfg.sizes]
+    hours = {s: sum(durations[u.id] for u in utts if u.split == s) / 3600 for s in splits}
     total = sum(durations.values())
     size_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     summary = {
         "corpus": cfg.corpus,
         "seed": cfg.seed,
         "hours": {s: round(h, 4) for s, h in hours.items()},
-        "utterances": {s: sum(1 for u in utts if u.split == s) for s in SPLITS},
-        "speakers": {s: sum(1 for k in speakers if k.split == s) for s in SPLITS},
+        "utterances": {s: sum(1 for u in utts if u.split == s) for s in splits},
+        "speakers": {s: sum(1 for k in speakers if k.split == s) for s in splits},
         "size_mb": round(size_bytes / 1e6, 1),
         "synthesis_wall_seconds": round(audio_wall, 1),
         "realtime_factor": round(total / max(audio_wall, 1e-9), 1),
@@ -404,8 +453,8 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
     (tmp / "synthesis.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out)
     logger.info(
-        "%s: %s h (train/dev/test %s), %d utterances, %.1f MB in %.1f s of synthesis = %.0fx real time on %d jobs",
-        out, round(total / 3600, 3), "/".join(f"{hours[s]:.2f}" for s in SPLITS), len(utts),
+        "%s: %s h (%s %s), %d utterances, %.1f MB in %.1f s of synthesis = %.0fx real time on %d jobs",
+        out, round(total / 3600, 3), "/".join(splits), "/".join(f"{hours[s]:.2f}" for s in splits), len(utts),
         size_bytes / 1e6, audio_wall, summary["realtime_factor"], cfg.jobs,
     )
     return summary

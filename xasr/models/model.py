@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from xasr.errors import XasrError
 from xasr.models.adapter import Adapter, AdapterConfig
 from xasr.models.cformer import CFormer, CFormerConfig
+from xasr.models.context import ContextConfig, ContextualHead
 from xasr.models.conformer import ConformerConfig
 from xasr.models.ctc import CtcHead
 from xasr.models.encoder_registry import ENCODERS
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 DECODING_METHODS = ("ctc_greedy", "ctc_beam", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_rescore",
                     "llm_speculative", "llm_fast")
-PARTS = ("encoder", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
+PARTS = ("encoder", "context", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
 
 @dataclass
@@ -68,6 +69,8 @@ class ImageSection:
 @dataclass
 class ModelConfig:
     encoder: EncoderSection = field(default_factory=EncoderSection)
+    # trainable layers between the encoder and the CTC / CIF heads (off: the heads read the encoder)
+    context: ContextConfig = field(default_factory=ContextConfig)
     cformer: CFormerConfig = field(default_factory=CFormerConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -157,6 +160,11 @@ class XLLMSpeechModel(nn.Module):
         else:
             self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name))
         enc_dim = self.encoder.output_dim
+        self.context: Optional[ContextualHead] = None
+        if cfg.context.enabled:
+            cfg.context.input_dim = enc_dim
+            self.context = ContextualHead(cfg.context)
+            enc_dim = self.context.output_dim
         self.ctc = CtcHead(enc_dim, cfg.vocab_size)
         cfg.cformer.input_dim, cfg.cformer.vocab_size = enc_dim, cfg.vocab_size
         self.cformer = CFormer(cfg.cformer)
@@ -190,7 +198,7 @@ class XLLMSpeechModel(nn.Module):
     def train(self, mode: bool = True) -> "XLLMSpeechModel":
         """Parts with nothing to train stay in eval mode (no dropout in frozen parts)."""
         super().train(mode)
-        for part in (self.encoder, self.ctc, self.cformer, self.adapter, self.llm, self.image_encoder,
+        for part in (self.encoder, self.context, self.ctc, self.cformer, self.adapter, self.llm, self.image_encoder,
                      self.qformer, self.image_adapter):
             if part is not None and not _trains(part):
                 part.eval()
@@ -262,37 +270,52 @@ class XLLMSpeechModel(nn.Module):
             return alphas * (tokens / alphas.sum(1).clamp(min=1e-6)).unsqueeze(1)  # (B, T)
 
     def encode_batch(self, batch: dict):
-        """Encoder outputs of a batch: computed, or as stored (``batch["encoded"]``, see
-        :mod:`xasr.data.encoder_cache`), masked in training when the encoder is frozen
-        (``frozen_*_masks``). Returns (h (B, T', D), h_lens (B,))."""
+        """What the heads read for a batch: the encoder outputs (computed, or as stored in
+        ``batch["encoded"]``, see :mod:`xasr.data.encoder_cache`), SpecAugment-masked in training
+        when the encoder is frozen (``frozen_*_masks``), then the contextual head if the model has
+        one. Returns (h (B, T', D), h_lens (B,))."""
+        grad = torch.is_grad_enabled()
         if batch.get("encoded"):
             if _trains(self.encoder):
                 raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
             h, h_lens = batch["feats"], batch["feat_lens"]
         else:
-            h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
+            with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through a frozen encoder
+                h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
         if self.training and not _trains(self.encoder):
             h = self._mask_frozen(h, h_lens)
+        if self.context is not None:
+            with torch.set_grad_enabled(grad and _trains(self.context)):
+                h, h_lens = self.context(h, h_lens)
         return h, h_lens
 
     def _mask_frozen(self, h: Tensor, h_lens: Tensor) -> Tensor:
+        """SpecAugment on a frozen encoder's output (B, T, D): per row up to ``frozen_time_masks``
+        spans of at most ``frozen_time_mask_ratio`` x its length in frames, and ``frozen_dim_masks``
+        spans of at most ``frozen_dim_mask_width`` dimensions, set to zero. Widths and starts are
+        uniform (Park et al. 2019); draws come from torch's global generator, so a seed repeats them."""
         cfg = self.cfg
         if cfg.frozen_time_masks <= 0 and cfg.frozen_dim_masks <= 0:
             return h
         B, T, D = h.shape
-        keep = torch.ones(B, T, D, dtype=torch.bool, device=h.device)
-        for b in range(B):
-            n = int(h_lens[b])
-            width = max(1, int(cfg.frozen_time_mask_ratio * n))
-            for _ in range(cfg.frozen_time_masks):
-                w = int(torch.randint(0, width + 1, (1,)))
-                t0 = int(torch.randint(0, max(1, n - w + 1), (1,)))
-                keep[b, t0:t0 + w] = False
-            for _ in range(cfg.frozen_dim_masks):
-                w = int(torch.randint(0, cfg.frozen_dim_mask_width + 1, (1,)))
-                d0 = int(torch.randint(0, max(1, D - w + 1), (1,)))
-                keep[b, :, d0:d0 + w] = False
-        return h * keep.to(h.dtype)  # (B, T, D)
+        dev = h.device
+        drop = torch.zeros(B, T, D, dtype=torch.bool, device=dev)
+        if cfg.frozen_time_masks > 0:
+            n = h_lens.to(dev).float()[:, None]  # (B, 1)
+            max_w = (cfg.frozen_time_mask_ratio * n).floor().clamp(min=1)  # (B, 1)
+            w = (torch.rand(B, cfg.frozen_time_masks, device=dev) * (max_w + 1)).floor()  # (B, M)
+            t0 = (torch.rand(B, cfg.frozen_time_masks, device=dev) * (n - w + 1).clamp(min=1)).floor()
+            t = torch.arange(T, device=dev).float()[None, None, :]  # (1, 1, T)
+            spans = (t >= t0[..., None]) & (t < (t0 + w)[..., None])  # (B, M, T)
+            drop |= spans.any(1)[:, :, None]
+        if cfg.frozen_dim_masks > 0:
+            max_w = float(min(cfg.frozen_dim_mask_width, D))
+            w = (torch.rand(B, cfg.frozen_dim_masks, device=dev) * (max_w + 1)).floor()  # (B, M)
+            d0 = (torch.rand(B, cfg.frozen_dim_masks, device=dev) * (D - w + 1)).floor()
+            d = torch.arange(D, device=dev).float()[None, None, :]  # (1, 1, D)
+            spans = (d >= d0[..., None]) & (d < (d0 + w)[..., None])  # (B, M, D)
+            drop |= spans.any(1)[:, None, :]
+        return h.masked_fill(drop, 0.0)  # (B, T, D)
 
     def forward(self, batch: dict, stage: int) -> Dict[str, Tensor]:
         """Losses for a batch: stage 1 (CTC + CE + quantity) or stage 2 (LLM cross-entropy,
@@ -302,10 +325,10 @@ class XLLMSpeechModel(nn.Module):
         feats = batch["feats"]
         tokens, token_lens = batch["tokens"], batch["token_lens"]
         grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through frozen parts
-            h, h_lens = self.encode_batch(batch)
+        h, h_lens = self.encode_batch(batch)  # no graph through frozen parts
+        acoustic_trains = _trains(self.encoder) or (self.context is not None and _trains(self.context))
         out: Dict[str, Tensor] = {}
-        with torch.set_grad_enabled(grad and (_trains(self.encoder) or _trains(self.cformer))):
+        with torch.set_grad_enabled(grad and (acoustic_trains or _trains(self.cformer))):
             cf = self.cformer(h, h_lens, target_lens=token_lens, alphas=self.cif_alphas(h, h_lens))
         n_units = token_lens.sum()
         if stage == 1 or _trains(self.cformer):
@@ -596,17 +619,20 @@ def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     then = OmegaConf.to_container(OmegaConf.load(model_dir / CONFIG).get("model", {}), resolve=True)
-    now = {"cif_alphas": cfg.cif_alphas, "cformer": OmegaConf.to_container(OmegaConf.structured(cfg.cformer))}
+    now = {"cif_alphas": cfg.cif_alphas, "cformer": OmegaConf.to_container(OmegaConf.structured(cfg.cformer)),
+           "context": OmegaConf.to_container(OmegaConf.structured(cfg.context))}
+    then.setdefault("context", {"enabled": False})  # saved before the contextual head existed
     diffs = []
     if "cif_alphas" in then and then["cif_alphas"] != now["cif_alphas"]:
         diffs.append(f"model.cif_alphas={then['cif_alphas']} there, {now['cif_alphas']} here")
-    for k, v in (then.get("cformer") or {}).items():
-        if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
-            continue
-        if k in now["cformer"] and now["cformer"][k] != v:
-            diffs.append(f"model.cformer.{k}={v} there, {now['cformer'][k]} here")
+    for part in ("context", "cformer"):
+        for k, v in (then.get(part) or {}).items():
+            if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
+                continue
+            if k in now[part] and now[part][k] != v:
+                diffs.append(f"model.{part}.{k}={v} there, {now[part][k]} here")
     if diffs:
-        raise XasrError(f"train.init_from: {model_dir} has another C-Former: {'; '.join(diffs)}. "
+        raise XasrError(f"train.init_from: {model_dir} has another C-Former or contextual head: {'; '.join(diffs)}. "
                         "Use the same settings as the model it starts from")
 
 

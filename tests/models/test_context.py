@@ -1,0 +1,107 @@
+"""The contextual acoustic head (frame stacking + transformer layers) and SpecAugment on a frozen
+encoder's output: shapes, padding, masking only in training, determinism under a seed."""
+import pytest
+import torch
+
+from xasr.models.cformer import CFormerConfig
+from xasr.models.conformer import ConformerConfig
+from xasr.models.context import ContextConfig, ContextualHead
+from xasr.models.model import EncoderSection, ModelConfig, XLLMSpeechModel
+
+
+def _head(stride=2, layers=2):
+    torch.manual_seed(0)
+    return ContextualHead(ContextConfig(enabled=True, input_dim=12, stride=stride, dim=16, num_layers=layers,
+                                        num_heads=2, ff_dim=32)).eval()
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_shapes_and_lengths(stride):
+    head = _head(stride)
+    h, lens = torch.randn(3, 10, 12), torch.tensor([10, 7, 1])
+    y, y_lens = head(h, lens)
+    n = -(-10 // stride)
+    assert y.shape == (3, n, 16)
+    assert y_lens.tolist() == [-(-k // stride) for k in (10, 7, 1)]
+    for b, k in enumerate(y_lens.tolist()):
+        assert torch.all(y[b, k:] == 0)  # nothing beyond a row's length
+        assert y[b, :k].abs().sum() > 0
+
+
+def test_a_row_gives_the_same_output_alone_and_padded_in_a_batch():
+    head = _head(stride=2)
+    h = torch.randn(2, 9, 12)
+    lens = torch.tensor([9, 5])
+    y, _ = head(h, lens)
+    alone, n = head(h[1:2, :5], lens[1:2])
+    assert int(n) == 3
+    torch.testing.assert_close(y[1, :3], alone[0], rtol=1e-5, atol=1e-5)
+    # padding frames do not reach the output: changing them changes nothing
+    h2 = h.clone()
+    h2[1, 5:] = 100.0
+    torch.testing.assert_close(head(h2, lens)[0], y)
+
+
+def test_gradients_reach_the_head_only_through_valid_frames():
+    head = _head(stride=2).train()
+    h = torch.randn(2, 8, 12, requires_grad=True)
+    y, lens = head(h, torch.tensor([8, 4]))
+    y.sum().backward()
+    assert head.proj.weight.grad is not None and head.proj.weight.grad.abs().sum() > 0
+    assert torch.all(h.grad[1, 4:] == 0)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderSection(conformer=ConformerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64,
+                                                                       conv_kernel=3)),
+                      context=ContextConfig(enabled=True, stride=2, dim=24, num_layers=1, num_heads=2, ff_dim=48),
+                      cformer=CFormerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64), vocab_size=6, **kw)
+    return XLLMSpeechModel(cfg)
+
+
+def _encoded_batch():
+    torch.manual_seed(3)
+    return {"encoded": True, "feats": torch.randn(2, 20, 32), "feat_lens": torch.tensor([20, 13]),
+            "tokens": torch.tensor([[1, 2, 3], [4, 5, -1]]), "token_lens": torch.tensor([3, 2]), "texts": ["a", "b"]}
+
+
+def test_the_heads_read_the_contextual_head_at_its_frame_rate():
+    model = _model()
+    model.set_trainable(["context", "ctc", "cformer"])
+    assert model.ctc.proj.in_features == 24 and model.cformer.input_proj.in_features == 24
+    model.encoder.requires_grad_(False)  # the batch holds stored outputs of a frozen encoder
+    model.eval()
+    h, lens = model.encode_batch(_encoded_batch())
+    assert h.shape == (2, 10, 24) and lens.tolist() == [10, 7]
+    model.train()
+    out = model(_encoded_batch(), stage=1)
+    out["loss"].backward()
+    assert model.context.proj.weight.grad is not None and model.context.proj.weight.grad.abs().sum() > 0
+
+
+def test_specaugment_only_in_training_and_repeatable_under_a_seed():
+    model = _model(frozen_time_masks=2, frozen_time_mask_ratio=0.2, frozen_dim_masks=2, frozen_dim_mask_width=5)
+    model.set_trainable(["context", "ctc", "cformer"])
+    model.encoder.requires_grad_(False)
+    batch = _encoded_batch()
+    h, lens = batch["feats"], batch["feat_lens"]
+    model.train()
+    torch.manual_seed(7)
+    a = model._mask_frozen(h, lens)
+    torch.manual_seed(7)
+    b = model._mask_frozen(h, lens)
+    assert torch.equal(a, b)
+    torch.manual_seed(8)
+    assert not torch.equal(model._mask_frozen(h, lens), a)
+    zero = (a == 0) & (h != 0)
+    assert zero.any() and torch.equal(a[~zero], h[~zero])
+    for r in range(2):  # at most 2 time spans of 20% of the row's frames, 2 dim spans of 5
+        n = int(lens[r])
+        frames = zero[r, :n].all(dim=1).sum().item()
+        dims = zero[r, :n].all(dim=0).sum().item()
+        assert frames <= 2 * max(1, int(0.2 * n)) and dims <= 2 * 5
+    # decoding (eval mode) never masks: encode_batch equals the head on the raw outputs
+    model.eval()
+    y, _ = model.encode_batch(batch)
+    torch.testing.assert_close(y, model.context(h, lens)[0])
