@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Model stages 4-8 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
+# Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
 # exp_stage2, normalizer, decode_methods, train_sets, eval_sets, encoder_cache, and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
@@ -10,12 +10,15 @@
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
-#   7  decode:   every eval set with every method -> exp/decode/{recogs,errs,wer}-{set}-{method}.txt;
-#                llm_rescore's CTC weight and length bonus are chosen on the dev set first
-#                (exp/decode/tune-<dev>.{tsv,png}, rescore-weights.json) and used for the test set
-#   8  results:  the table of error rates and speeds -> exp/decode/results.md
-#   9  benchmark: the test set(s) with xasr (LLM rescoring, CTC head) against Whisper base (faster-whisper
-#                int8, and transformers with benchmark_hf=true), in one run -> exp/benchmark/
+#   7  decode:   the dev set and the seen-voice split with every method of decode_methods ->
+#                exp/decode/{recogs,errs,wer}-{set}-{method}.txt; llm_rescore's CTC weight and
+#                length bonus are chosen on the dev set first (exp/decode/tune-<dev>.{tsv,png},
+#                rescore-weights.json)
+#   8  results:  the table of error rates and speeds of stage 7 -> exp/decode/results.md
+#   9  benchmark: the test set(s) with every method of decode_methods (llm_rescore at the tuned
+#                weights) against Whisper base (faster-whisper int8 with beam 5, and transformers
+#                with benchmark_hf=true), in one run -> exp/benchmark/; then the run's results
+#                (wall time per stage, peak memory, every set and method) -> exp/results.json
 
 models_dir=${XASR_MODELS_DIR:-$XASR_ROOT/models}
 export XASR_MODELS_DIR=$models_dir
@@ -69,15 +72,28 @@ if in_stages 6; then
   fi
 fi
 
+# the evaluation sets by role: test sets go to stage 9's benchmark, the others (dev, and the
+# seen-voice split) to stage 7's decoding; llm_rescore's weights are tuned on the first dev set
+dev_sets=""; test_sets=""
+for s in $eval_sets; do
+  case $s in
+    *seen*) dev_sets="$dev_sets $s" ;;
+    *test*) test_sets="$test_sets $s" ;;
+    *) dev_sets="$dev_sets $s" ;;
+  esac
+done
+main_method=llm_rescore
+case " $decode_methods " in *" llm_rescore "*) ;; *) main_method=${decode_methods##* } ;; esac
+
 if in_stages 7; then
   sets=()
-  for s in $eval_sets; do sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  for s in $dev_sets; do sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  [ ${#sets[@]} -gt 0 ] || die "no dev set in data/manifests (sets: $eval_sets)"
   tune=()
   case " $decode_methods " in *" llm_rescore "*)
-    for s in $eval_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s"); break ;; esac; done ;;
+    for s in $dev_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s"); break ;; esac; done ;;
   esac
-  # shellcheck disable=SC2086
-  log "Stage 7: decode ${eval_sets} with ${decode_methods} ($exp_stage2/model -> exp/decode)"
+  log "Stage 7: decode${dev_sets} with ${decode_methods} ($exp_stage2/model -> exp/decode)"
   # shellcheck disable=SC2086
   xasr --log-file log/stage7-decode.log decode --model-dir "$exp_stage2/model" --cuts "${sets[@]}" \
     --methods $decode_methods --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir" \
@@ -85,30 +101,37 @@ if in_stages 7; then
 fi
 
 if in_stages 8; then
-  log "Stage 8: results (exp/decode/summary.json -> exp/decode/results.md)"
+  log "Stage 8: results of the dev sets (exp/decode/summary.json -> exp/decode/results.md)"
   python -m xasr.bin.results_table exp/decode/summary.json exp/decode/results.md
   cat exp/decode/results.md
   log "Details: exp/decode/errs-<set>-<method>.txt (alignments, confusions), exp/stage*/loss.png, log/"
 fi
 
 if in_stages 9; then
-  test_sets=()
-  for s in $eval_sets; do
-    case $s in *test*) test_sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz") ;; esac
-  done
-  # the LLM rescoring the CTC head's N-best (the recipe's best decoding, at the weights stage 7
-  # chose on the dev set) and the CTC head alone; the other methods' figures are in stage 7's table
+  bench_sets=()
+  for s in $test_sets; do bench_sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  [ ${#bench_sets[@]} -gt 0 ] || die "no test set in data/manifests (sets: $eval_sets)"
+  # every decoding of the recipe (llm_rescore at the weights stage 7 chose on the dev set) and
+  # Whisper base through faster-whisper with its own default decoding (int8, beam 5), in one run
   weights=$(python -c 'import json
 try:
     d = json.load(open("exp/decode/rescore-weights.json"))
     print(":ctc_weight=%s:length_bonus=%s" % (d["ctc_weight"], d["length_bonus"]))
 except FileNotFoundError:
     pass')
-  systems=("llm_rescore=xasr:$exp_stage2/model:llm_rescore$weights" "ctc=xasr:$exp_stage2/model:ctc_greedy"
-           "fw-int8=faster-whisper:$encoder_model:int8")
+  systems=()
+  for m in $decode_methods; do
+    if [ "$m" = llm_rescore ]; then systems+=("$m=xasr:$exp_stage2/model:$m$weights")
+    else systems+=("$m=xasr:$exp_stage2/model:$m"); fi
+  done
+  systems+=("faster-whisper-base-int8-beam5=faster-whisper:$encoder_model:int8:beam=5")
   [ "${benchmark_hf:-false}" = true ] && systems+=("hf-whisper=hf-whisper:$encoder_model")
-  log "Stage 9: benchmark ${test_sets[*]} against Whisper base ($exp_stage2/model -> exp/benchmark)"
-  xasr --log-file log/stage9-benchmark.log benchmark --system "${systems[@]}" --sets "${test_sets[@]}" \
-    --normalizer "$normalizer" --reference llm_rescore --threads "$nj" --models-dir "$models_dir" --out-dir exp/benchmark
+  log "Stage 9: benchmark${test_sets} against Whisper base ($exp_stage2/model -> exp/benchmark, exp/results.json)"
+  xasr --log-file log/stage9-benchmark.log benchmark --system "${systems[@]}" --sets "${bench_sets[@]}" \
+    --normalizer "$normalizer" --reference "$main_method" --threads "$nj" --models-dir "$models_dir" \
+    --out-dir exp/benchmark
   cat exp/benchmark/benchmark.md
+  python -m xasr.bin.recipe_results --budget "${budget:-quick}" --main-method "$main_method" \
+    --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
+    --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json
 fi

@@ -9,9 +9,27 @@ if [ -x "$XASR_ROOT/.venv/bin/python" ]; then
 fi
 export PYTHONUNBUFFERED=1
 
-# log "message": timestamped, with the calling script and line.
+# log "message": timestamped, with the calling script and line. "Stage N: ..." lines are also
+# appended to log/stages.tsv (epoch seconds, N, message): the results stage reads the wall time
+# of each stage from there (xasr.benchmark.recipe_results).
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*"
+  case "$*" in
+    "Stage "[0-9]*:*)
+      if [ -d log ]; then
+        local k=${*#Stage }; k=${k%%:*}
+        printf '%s\t%s\t%s\n' "$(date +%s)" "$k" "$*" >> log/stages.tsv
+      fi ;;
+  esac
+}
+
+# run_started "$@": marks the start of a recipe run in log/stages.tsv, and sends the cost of every
+# xasr command (wall time, peak memory) to log/usage.jsonl (xasr.utils.usage).
+run_started() {
+  mkdir -p log
+  printf '%s\tstart\t%s\n' "$(date +%s)" "$0 $*" >> log/stages.tsv
+  XASR_USAGE_LOG=$(pwd)/log/usage.jsonl
+  export XASR_USAGE_LOG
 }
 
 die() { log "ERROR: $*" >&2; exit 1; }

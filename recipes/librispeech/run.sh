@@ -32,7 +32,7 @@ max_duration=20.0
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
-decode_methods="ctc_greedy ctc_beam cif_greedy llm_greedy llm_rescore"  # also: llm_beam llm_ctc llm_speculative llm_fast
+decode_methods="ctc_greedy llm_greedy llm_rescore"  # also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 vocab_size=500         # BPE units
 
@@ -64,6 +64,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 . ../../tools/recipe_lib.sh
 require_xasr
+run_started
 
 corpus=librispeech
 unit_type=bpe

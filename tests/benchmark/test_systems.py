@@ -22,11 +22,13 @@ def test_default_names_and_options():
     joint = parse_system_spec("xasr:m:llm_ctc:ctc_weight=0.7:length_bonus=-0.5").options
     assert (joint["ctc_weight"], joint["length_bonus"]) == (0.7, -0.5)
     fw = parse_system_spec("faster-whisper:/models/ct2:int8")
-    assert (fw.name, fw.options) == ("faster-whisper-int8", {"compute_type": "int8", "beam": 1, "fallback": False})
+    # faster-whisper's own default decoding: beam search with 5 beams
+    assert (fw.name, fw.options) == ("faster-whisper-int8-beam5", {"compute_type": "int8", "beam": 5, "fallback": False})
+    assert parse_system_spec("faster-whisper:d:beam=1").name == "faster-whisper-int8-greedy"
     fw5 = parse_system_spec("faster-whisper:whisper-base:float32:beam=5")
     assert (fw5.name, fw5.options) == ("faster-whisper-float32-beam5",
                                        {"compute_type": "float32", "beam": 5, "fallback": False})
-    assert parse_system_spec("faster-whisper:d:fallback").name == "faster-whisper-int8-fallback"
+    assert parse_system_spec("faster-whisper:d:fallback").name == "faster-whisper-int8-beam5-fallback"
     assert parse_system_spec("faster-whisper:d").options["compute_type"] == "int8"
     hf = parse_system_spec("hf-whisper:whisper-base:batch=4")
     assert (hf.name, hf.options) == ("hf-whisper", {"batch": 4})

@@ -15,7 +15,8 @@ Kinds (:data:`SYSTEM_KINDS`):
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
-      installed model name); COMPUTE_TYPE defaults to ``int8``, N to 1 (greedy); no temperature
+      installed model name); COMPUTE_TYPE defaults to ``int8``, N to 5 (faster-whisper's and
+      Whisper's own default beam search; ``beam=1`` is greedy); no temperature
       fallback unless ``fallback`` is given (Whisper's default: resample at rising temperatures
       when the output repeats itself; not deterministic); language forced from the test set, no
       timestamps, one utterance at a time.
@@ -25,7 +26,8 @@ Kinds (:data:`SYSTEM_KINDS`):
       (default 1).
 
 NAME (letters, digits, ``_ . + -``) names the system in tables and file names; without one
-the name is the method (xasr), ``faster-whisper-<type>[-beam<N>]`` or ``hf-whisper``.
+the name is the method (xasr), ``faster-whisper-<type>-beam<N>`` (``-greedy`` for N = 1) or
+``hf-whisper``.
 
     parse_system_spec("llm=xasr:exp/stage2/model:llm_greedy")
     parse_system_spec("faster-whisper:whisper-base:int8:beam=5")
@@ -336,7 +338,7 @@ class FasterWhisperSystem(BenchmarkSystem):
 
     @classmethod
     def parse_options(cls, spec: str, args: List[str]) -> Dict[str, object]:
-        opts: Dict[str, object] = {"compute_type": "int8", "beam": 1, "fallback": False}
+        opts: Dict[str, object] = {"compute_type": "int8", "beam": 5, "fallback": False}
         for a in args:
             key, value = _split_option(a)
             if key is None and value == "fallback":
@@ -356,7 +358,7 @@ class FasterWhisperSystem(BenchmarkSystem):
     @classmethod
     def default_name(cls, options: Dict[str, object]) -> str:
         beam = int(options["beam"])
-        return (f"faster-whisper-{options['compute_type']}" + (f"-beam{beam}" if beam != 1 else "")
+        return (f"faster-whisper-{options['compute_type']}" + (f"-beam{beam}" if beam != 1 else "-greedy")
                 + ("-fallback" if options["fallback"] else ""))
 
     def load(self) -> Dict[str, object]:

@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from xasr.errors import XasrError
 from xasr.utils.logging import setup_logging
+from xasr.utils.usage import record_usage
 
 # subcommand -> module in xasr.bin (each defines add_arguments(parser) and run(args))
 SUBCOMMANDS = {
@@ -53,17 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import time
+
+    start = time.time()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_file)
+    status = 1
     try:
-        result = args._run(args)
+        status = int(args._run(args) or 0)
     except KeyboardInterrupt:
         logging.getLogger("xasr").error("interrupted")
-        return 130
+        status = 130
     except (XasrError, FileNotFoundError) as e:  # messages meant for the user: no traceback
         logging.getLogger("xasr").error("%s", e)
-        return 1
-    return int(result or 0)
+        status = 1
+    finally:
+        record_usage(args.command, argv, start, status)  # with $XASR_USAGE_LOG set (the recipes)
+    return status
 
 
 if __name__ == "__main__":

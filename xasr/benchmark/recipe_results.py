@@ -1,0 +1,115 @@
+"""A recipe run's results as one JSON document: budget, wall time per stage, peak memory, and for
+every set and method the error rate with its 95% interval and the real-time factor.
+
+In: the decode summary of the recipe's decoding stage (``exp/decode/summary.json``: dev and
+seen-voice sets, every decoding method), the benchmark report of its last stage
+(``exp/benchmark/benchmark.json``: the test sets, the recipe's decodings and faster-whisper in
+one run), the stage log the recipe writes (``log/stages.tsv``: ``<epoch seconds> TAB <stage or
+"start"> TAB <message>``) and the cost of every xasr command (``log/usage.jsonl``, see
+:mod:`xasr.utils.usage`). Out: a dict like::
+
+    {"budget": "quick", "wall_minutes": 28.4, "peak_rss_gb": 2.3, "main_method": "llm_rescore",
+     "stage_minutes": {"0": 1.2, ...},
+     "sets": {"test-clean": {"llm_rescore": {"error": 38.2, "ci95": [35.0, 41.6], "rtf": 0.21}, ...}}}
+
+Error rates and intervals are in percent, CER or WER as the recipe scores (``unit``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from xasr.errors import XasrError
+
+
+def _pct(x: Optional[float]) -> Optional[float]:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return round(100.0 * float(x), 2)
+
+
+def read_stage_log(path: Path, now: Optional[float] = None) -> Tuple[Optional[float], Dict[str, float]]:
+    """(start of the latest run in epoch seconds, minutes per stage in that run) from ``stages.tsv``.
+    A stage lasts from its first line to the next stage's first line (the last one: to ``now``)."""
+    now = time.time() if now is None else now
+    if not path.is_file():
+        return None, {}
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            try:
+                rows.append((float(parts[0]), parts[1]))
+            except ValueError:
+                continue
+    starts = [i for i, (_, k) in enumerate(rows) if k == "start"]
+    if not starts:
+        return None, {}
+    run = rows[starts[-1]:]
+    begin = run[0][0]
+    firsts: List[Tuple[float, str]] = []
+    for t, k in run[1:]:
+        if not firsts or firsts[-1][1] != k:
+            firsts.append((t, k))
+    minutes: Dict[str, float] = {}
+    for i, (t, k) in enumerate(firsts):
+        end = firsts[i + 1][0] if i + 1 < len(firsts) else now
+        minutes[k] = round(minutes.get(k, 0.0) + (end - t) / 60.0, 2)
+    return begin, minutes
+
+
+def peak_rss_since(usage_path: Path, since: Optional[float]) -> Optional[float]:
+    """The largest peak RSS (GB) of the xasr commands (and their worker processes) started at or
+    after ``since``, from ``usage.jsonl``."""
+    if not usage_path.is_file():
+        return None
+    peak = None
+    for line in usage_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if since is not None and row.get("start", 0) < since:
+            continue
+        v = max(row.get("peak_rss_gb") or 0.0, row.get("children_peak_rss_gb") or 0.0)
+        peak = v if peak is None else max(peak, v)
+    return None if peak is None else round(peak, 2)
+
+
+def recipe_results(budget: str, main_method: str, decode_summary: Optional[Path], benchmark: Optional[Path],
+                   stage_log: Optional[Path] = None, usage_log: Optional[Path] = None,
+                   now: Optional[float] = None) -> dict:
+    """The results document (see the module docstring); a missing input leaves its part out."""
+    sets: Dict[str, Dict[str, dict]] = {}
+    unit = None
+    if decode_summary is not None and decode_summary.is_file():
+        for r in json.loads(decode_summary.read_text(encoding="utf-8")):
+            unit = unit or r.get("unit")
+            entry = {"error": _pct(r["error_rate"]), "ci95": [_pct(r.get("ci_low")), _pct(r.get("ci_high"))],
+                     "rtf": round(r["wall_seconds"] / max(1e-9, r["audio_seconds"]), 4)}
+            if r.get("note"):
+                entry["note"] = r["note"]
+            sets.setdefault(r["set_name"], {})[r["method"]] = entry
+    if benchmark is not None and benchmark.is_file():
+        for r in json.loads(benchmark.read_text(encoding="utf-8"))["results"]:
+            unit = unit or r.get("unit")
+            entry = {"error": _pct(r["error_rate"]), "ci95": [_pct(r.get("ci_low")), _pct(r.get("ci_high"))],
+                     "rtf": round(float(r["rtf"]), 4)}
+            for k in ("p_bootstrap", "peak_rss_gb"):
+                if r.get(k) is not None:
+                    entry[k] = r[k]
+            sets.setdefault(r["set_name"], {})[r["system"]] = entry
+    if not sets:
+        raise XasrError(f"no results to report: neither {decode_summary} nor {benchmark} holds any")
+    out: dict = {"budget": budget, "main_method": main_method, "unit": unit}
+    begin, stage_minutes = read_stage_log(stage_log, now) if stage_log is not None else (None, {})
+    if begin is not None:
+        out["wall_minutes"] = round(((time.time() if now is None else now) - begin) / 60.0, 2)
+        out["stage_minutes"] = stage_minutes
+    if usage_log is not None:
+        out["peak_rss_gb"] = peak_rss_since(usage_log, begin)
+    out["sets"] = sets
+    return out
