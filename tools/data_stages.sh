@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data stages 0-3 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced by a recipe after its options are parsed; reads these variables:
-#   corpus (aishell|librispeech), corpus_dir, download, train_hours, eval_hours, seen_hours, seed, nj, speed_perturb,
+#   corpus (aishell|librispeech), corpus_dir, download, train_hours, eval_hours, seen_hours, synth_opts, seed, nj, speed_perturb,
 #   min_duration, max_duration, unit_type (char|bpe), vocab_size, lang_dir
 # and sets: train_sets, eval_sets (split names found in data/manifests).
 #
@@ -41,15 +41,17 @@ find_splits() {
 [ -n "${seen_hours:-}" ] || seen_hours=0.1
 
 if in_stages 0; then
-  settings="corpus_dir=$corpus_dir synthesized=$synthesized train_hours=$train_hours eval_hours=$eval_hours seen_hours=$seen_hours seed=$seed download=$download"
+  settings="corpus_dir=$corpus_dir synthesized=$synthesized train_hours=$train_hours eval_hours=$eval_hours seen_hours=$seen_hours seed=$seed synth_opts=${synth_opts:-} download=$download"
   if is_done data/.stage0.done "$settings"; then
     log "Stage 0: corpus already there ($corpus_dir), skipped"
   else
     if [ "$synthesized" = true ]; then
       log "Stage 0: synthesize the built-in $corpus corpus (offline TTS + Debian text -> $corpus_dir)"
       rm -rf "$corpus_dir"
+      read -r -a synth_extra <<< "${synth_opts:-}"
       xasr --log-file log/stage0-synth.log synth-corpus --corpus "$corpus" --out-dir "$corpus_dir" \
-        --train-hours "$train_hours" --dev-hours "$eval_hours" --test-hours "$eval_hours" --seen-hours "$seen_hours" --seed "$seed" --jobs "$nj"
+        --train-hours "$train_hours" --dev-hours "$eval_hours" --test-hours "$eval_hours" --seen-hours "$seen_hours" \
+        --seed "$seed" --jobs "$nj" "${synth_extra[@]}"
     elif [ "$download" = true ]; then
       log "Stage 0: download $corpus with lhotse (-> $corpus_dir)"
       python -c "import sys; from xasr.data.prepare import download_corpus; download_corpus(sys.argv[1], sys.argv[2])" \

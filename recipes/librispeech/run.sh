@@ -24,6 +24,7 @@ download=false         # with --corpus-dir: fetch the real corpus there first (n
 train_hours=2.0        # size of the synthesized training set
 eval_hours=0.3         # size of its dev and of its test set (fixed: they do not change with train_hours)
 seen_hours=0.1         # training voices reading unseen text (test_seen / test-seen); 0: none
+synth_opts=""          # more options of xasr synth-corpus, e.g. "--reverb-share 0.3 --train-snr 5 40"
 seed=0                 # seed of the synthesized corpus
 nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
@@ -46,6 +47,7 @@ Options (default in brackets):
   --train-hours H      hours of the synthesized training set [$train_hours]
   --eval-hours H       hours of the synthesized dev and test sets each [$eval_hours]
   --seen-hours H       hours of training voices reading unseen text [$seen_hours]
+  --synth-opts STR     more xasr synth-corpus options (training acoustics) ["$synth_opts"]
   --seed N             seed of the synthesized corpus [$seed]
   --nj N               parallel jobs [$nj]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]

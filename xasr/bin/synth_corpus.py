@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from xasr.data.synth import CORPORA, EVAL_HOURS, SEEN_HOURS, SplitSize, SynthConfig, default_sizes, synthesize_corpus
+from xasr.data.synth import (CORPORA, EVAL_HOURS, SEEN_HOURS, SynthConfig, TrainAcoustics, default_sizes,
+                             synthesize_corpus)
+from xasr.errors import XasrError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
     p.add_argument("--no-noise", action="store_true", help="no background noise (default: 20-40 dB SNR)")
+    g = p.add_argument_group("more acoustic variety in the training split only (dev, test, seen unchanged)")
+    g.add_argument("--train-snr", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="background-noise SNR range of the training utterances in dB (default: as the others)")
+    g.add_argument("--reverb-share", type=float, default=0.0,
+                   help="share of training utterances in a simulated room (RT60 0.2-0.8 s)")
+    g.add_argument("--telephone-share", type=float, default=0.0,
+                   help="share of training utterances band-limited to 300-3400 Hz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +47,17 @@ def run(args: argparse.Namespace) -> int:
         sizes["train"].speakers = args.train_speakers
     if args.eval_speakers is not None:
         sizes["dev"].speakers = sizes["test"].speakers = args.eval_speakers
+    for name in ("reverb_share", "telephone_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise XasrError(f"--{name.replace('_', '-')} must be in [0, 1], not {getattr(args, name)}")
+    if args.train_snr is not None and args.train_snr[0] > args.train_snr[1]:
+        raise XasrError(f"--train-snr: LOW {args.train_snr[0]} is above HIGH {args.train_snr[1]}")
+    acoustics = None
+    if args.train_snr is not None or args.reverb_share > 0 or args.telephone_share > 0:
+        acoustics = TrainAcoustics(snr_db=tuple(args.train_snr) if args.train_snr else None,
+                                   reverb_share=args.reverb_share, telephone_share=args.telephone_share)
     cfg = SynthConfig(corpus=args.corpus, out_dir=args.out_dir, seed=args.seed, sizes=sizes,
-                      jobs=args.jobs, snr_db=None if args.no_noise else (20.0, 40.0))
+                      jobs=args.jobs, snr_db=None if args.no_noise else (20.0, 40.0), train_acoustics=acoustics)
     summary = synthesize_corpus(cfg)
     print(json.dumps(summary, ensure_ascii=False))
     return 0

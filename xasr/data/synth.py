@@ -108,7 +108,10 @@ class SynthConfig:
     jobs: int = 2
     snr_db: Tuple[float, float] = (20.0, 40.0)  # background noise per utterance; None: none
     max_utts_per_job: int = 25
-    zh_max_vocab: Optional[int] = 1000  # aishell: sentences use only the 1000 most frequent characters
+    # aishell: sentences only with the N most frequent characters of the source; None: every usable
+    # sentence (13,580 sentences, 4,181 characters), so held-out text is not limited to a small inventory
+    zh_max_vocab: Optional[int] = None
+    train_acoustics: Optional[TrainAcoustics] = None  # more variety in train only (see TrainAcoustics)
 
 
 # Fixed evaluation sets: about 300 utterances each for dev and test (a 95% bootstrap interval of
@@ -311,15 +314,62 @@ def _layout_speaker(cfg: SynthConfig, spk: Speaker, sents: List[Sentence], rng: 
     return out
 
 
+def room_impulse_response(rt60: float, rng: np.random.Generator, sample_rate: int = TARGET_SAMPLE_RATE
+                          ) -> np.ndarray:
+    """A simulated room impulse response: the direct path, then a diffuse tail of Gaussian noise
+    whose energy decays by 60 dB over ``rt60`` seconds (the exponential-decay model of
+    Schroeder's diffuse field), starting 2-5 ms after the direct sound. Unit peak."""
+    n = max(1, int(rt60 * sample_rate))
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)  # amplitude: -60 dB at rt60
+    gap = int(rng.uniform(0.002, 0.005) * sample_rate)
+    tail[:gap] = 0.0
+    tail *= rng.uniform(0.3, 0.7) / (np.sqrt(np.sum(tail**2)) + 1e-12)  # direct-to-reverberant ratio ~3-10 dB
+    tail[0] = 1.0
+    return (tail / np.max(np.abs(tail))).astype(np.float32)
+
+
+def telephone_band(audio: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Narrow-band telephone speech: 300-3400 Hz (4th-order Butterworth band-pass)."""
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=sample_rate, output="sos")
+    return sosfilt(sos, audio).astype(np.float32)
+
+
+@dataclass
+class TrainAcoustics:
+    """Extra acoustic variety for the training split only (dev, test and seen keep the plain
+    condition, so they stay fixed while this changes): a wider background-noise SNR range, a
+    share of utterances in a simulated room, a share band-limited to the telephone band."""
+    snr_db: Optional[Tuple[float, float]] = None  # None: SynthConfig.snr_db, as for the other splits
+    reverb_share: float = 0.0
+    rt60: Tuple[float, float] = (0.2, 0.8)  # seconds
+    telephone_share: float = 0.0
+
+
 def _finish_audio(audio: np.ndarray, uid: str, seed: int, level: float,
-                  snr_db: Optional[Tuple[float, float]]) -> np.ndarray:
-    """Recording level, a little leading/trailing silence, and background noise."""
+                  snr_db: Optional[Tuple[float, float]], acoustics: Optional[TrainAcoustics] = None) -> np.ndarray:
+    """Recording level, room (with ``acoustics``), a little leading/trailing silence, background
+    noise, telephone band (with ``acoustics``)."""
     rng = np.random.default_rng([seed, zlib.crc32(uid.encode())])
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 0:
         audio = audio * (level / peak)
+    # the room and the telephone band draw from a stream of their own: the plain condition's
+    # draws (silence, noise) are the same with and without them
+    arng = np.random.default_rng([seed, zlib.crc32(uid.encode()), 7])
+    room, phone = arng.uniform(size=2)
+    if acoustics is not None and room < acoustics.reverb_share:
+        from scipy.signal import fftconvolve
+
+        rt60 = arng.uniform(*acoustics.rt60)
+        wet = fftconvolve(audio, room_impulse_response(rt60, arng))[:audio.size]
+        audio = wet * (level / (float(np.max(np.abs(wet))) + 1e-12))
     pad = lambda: np.zeros(int(rng.uniform(0.05, 0.3) * TARGET_SAMPLE_RATE), np.float32)  # noqa: E731
     audio = np.concatenate([pad(), audio, pad()]).astype(np.float32)
+    if acoustics is not None and acoustics.snr_db is not None:
+        snr_db = acoustics.snr_db
     if snr_db is not None:
         speech_power = float(np.mean(audio**2)) + 1e-12
         snr = rng.uniform(*snr_db)
@@ -328,18 +378,21 @@ def _finish_audio(audio: np.ndarray, uid: str, seed: int, level: float,
         noise = np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")
         noise *= np.sqrt(speech_power / (10 ** (snr / 10)) / (float(np.mean(noise**2)) + 1e-12))
         audio = audio + noise
+    if acoustics is not None and phone < acoustics.telephone_share:
+        audio = telephone_band(audio)
+        audio *= level / (float(np.max(np.abs(audio))) + 1e-12)
     return np.clip(audio, -1.0, 1.0)
 
 
-def _synthesize_job(job: Tuple[Speaker, List[Utterance], str, int, Optional[Tuple[float, float]]]
-                    ) -> List[Tuple[str, float]]:
-    spk, utts, root, seed, snr_db = job
+def _synthesize_job(job: Tuple[Speaker, List[Utterance], str, int, Optional[Tuple[float, float]],
+                               Optional[TrainAcoustics]]) -> List[Tuple[str, float]]:
+    spk, utts, root, seed, snr_db, acoustics = job
     wavs = synthesize(spk.voice, [u.sentence.spoken for u in utts])
     out = []
     for u, audio in zip(utts, wavs):
         if audio.size < TARGET_SAMPLE_RATE // 10:
             raise SynthesisError(f"{spk.voice.timbre} produced no speech for {u.id}: {u.sentence.spoken!r}")
-        audio = _finish_audio(audio, u.id, seed, spk.level, snr_db)
+        audio = _finish_audio(audio, u.id, seed, spk.level, snr_db, acoustics if spk.split == "train" else None)
         path = Path(root) / u.path
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio, TARGET_SAMPLE_RATE, subtype="PCM_16",
@@ -411,7 +464,7 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
     for spk in speakers:
         us = by_speaker.get((spk.split, spk.id), [])
         for i in range(0, len(us), cfg.max_utts_per_job):
-            jobs.append((spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.snr_db))
+            jobs.append((spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.snr_db, cfg.train_acoustics))
     # festival jobs are the slowest: start them first so the pool ends together
     jobs.sort(key=lambda j: (j[0].voice.engine != "festival", -len(j[1])))
 
