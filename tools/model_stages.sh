@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, train_sets, eval_sets, encoder_cache, and the hydra
+# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
 #
 #   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
@@ -10,7 +10,7 @@
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
-#   7  decode:   the dev set and the seen-voice split with every method of decode_methods ->
+#   7  decode:   the dev set and the seen-voice split with every method of dev_methods ->
 #                exp/decode/{recogs,errs,wer}-{set}-{method}.txt; llm_rescore's CTC weight and
 #                length bonus are chosen on the dev set first (exp/decode/tune-<dev>.{tsv,png},
 #                rescore-weights.json)
@@ -89,14 +89,15 @@ if in_stages 7; then
   sets=()
   for s in $dev_sets; do sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
   [ ${#sets[@]} -gt 0 ] || die "no dev set in data/manifests (sets: $eval_sets)"
+  methods7=${dev_methods:-$decode_methods}
   tune=()
-  case " $decode_methods " in *" llm_rescore "*)
+  case " $methods7 " in *" llm_rescore "*)
     for s in $dev_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s"); break ;; esac; done ;;
   esac
-  log "Stage 7: decode${dev_sets} with ${decode_methods} ($exp_stage2/model -> exp/decode)"
+  log "Stage 7: decode${dev_sets} with ${methods7} ($exp_stage2/model -> exp/decode)"
   # shellcheck disable=SC2086
   xasr --log-file log/stage7-decode.log decode --model-dir "$exp_stage2/model" --cuts "${sets[@]}" \
-    --methods $decode_methods --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir" \
+    --methods $methods7 --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir" \
     "${tune[@]}"
 fi
 

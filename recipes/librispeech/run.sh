@@ -33,7 +33,8 @@ max_duration=20.0
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
-decode_methods="ctc_greedy llm_greedy llm_rescore"  # also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
+decode_methods="ctc_greedy llm_greedy llm_rescore"  # test sets (stage 9); also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
+dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 vocab_size=500         # BPE units
 
@@ -56,7 +57,8 @@ Options (default in brackets):
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
   --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
   --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
-  --decode-methods STR decoding methods ["$decode_methods"]
+  --decode-methods STR decoding methods of the test sets, in the stage-9 benchmark ["$decode_methods"]
+  --dev-methods STR    decoding methods of the dev and seen-voice sets (stage 7) ["$dev_methods"]
   --benchmark-hf BOOL  also benchmark transformers Whisper base [$benchmark_hf]
   --vocab-size N       BPE units [$vocab_size]"
 

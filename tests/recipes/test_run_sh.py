@@ -122,7 +122,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
 
     env = _env()
     env["XASR_MODELS_DIR"] = str(default_models_dir())  # share installed models with other runs
-    tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 "
+    tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 model.context.dim=64 "
+            "model.context.num_layers=1 model.context.ff_dim=128 "
             "model.adapter.hidden_dim=64 train.log_interval=1 train.tensorboard=false")
     script = recipe_copy / "recipes/librispeech/run.sh"
     r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
@@ -137,14 +138,14 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     for stage in range(10):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
-    methods = ("ctc_greedy", "llm_greedy", "llm_rescore")
+    methods = ("ctc_greedy", "llm_greedy", "llm_rescore")  # the test set's, in stage 9
     for s in ("dev-clean", "test-seen"):  # stage 7: dev and the seen-voice split
-        for m in methods:
+        for m in ("ctc_greedy", "llm_rescore"):
             wer = (d / f"exp/decode/wer-{s}-{m}.txt").read_text()
             assert wer.startswith("%WER ")
             assert (d / f"exp/decode/errs-{s}-{m}.txt").is_file()
     table = (d / "exp/decode/results.md").read_text()
-    assert "| llm_greedy |" in table and "dev-clean WER (%)" in table and "test-seen WER (%)" in table
+    assert "| llm_rescore |" in table and "dev-clean WER (%)" in table and "test-seen WER (%)" in table
     tuned = json.loads((d / "exp/decode/rescore-weights.json").read_text())  # llm_rescore's weights, from dev
     assert tuned["tuned_on"] == "dev-clean" and (d / "exp/decode/tune-dev-clean.png").is_file()
     assert "tuned on this set" in table
