@@ -36,7 +36,7 @@ stage2_opts=""         # extra hydra overrides for stage-2 training
 decode_methods="ctc_greedy llm_greedy llm_rescore"  # test sets (stage 9); also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
 dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
-vocab_size=500         # BPE units
+vocab_size=1000        # BPE units (1000 beat 500 by 2.2 points of dev CTC WER, p 0.014; 100 and characters lost)
 
 help_message="Usage: $0 [options]
 LibriSpeech recipe: corpus, manifests, fbank features, BPE units.

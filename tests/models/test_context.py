@@ -105,3 +105,26 @@ def test_specaugment_only_in_training_and_repeatable_under_a_seed():
     model.eval()
     y, _ = model.encode_batch(batch)
     torch.testing.assert_close(y, model.context(h, lens)[0])
+
+
+def test_starting_from_a_model_with_another_contextual_head_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from xasr.errors import XasrError
+    from xasr.models.model import init_from_dir
+
+    model = _model()  # context: stride 2, dim 24, 1 layer
+    d = tmp_path / "stage1"
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "config.yaml").write_text("model:\n  context:\n    enabled: true\n    stride: 2\n    dim: 24\n"
+                                   "    num_layers: 1\n    num_heads: 2\n    ff_dim: 48\n")
+    loaded, _ = init_from_dir(model, str(d))
+    assert any(k.startswith("context.") for k in loaded)
+    (d / "config.yaml").write_text("model:\n  context:\n    enabled: true\n    stride: 3\n")
+    with pytest.raises(XasrError, match="model.context.stride=3 there, 2 here"):
+        init_from_dir(model, str(d))
+    # a directory saved before the head existed had none: starting a model with one from it is refused
+    (d / "config.yaml").write_text("model:\n  cif_alphas: predictor\n")
+    with pytest.raises(XasrError, match="model.context.enabled=False there, True here"):
+        init_from_dir(model, str(d))
