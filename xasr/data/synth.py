@@ -421,7 +421,8 @@ def _write_texts(cfg: SynthConfig, root: Path, speakers: List[Speaker], utts: Li
         if u.split != SEEN:  # a seen-split speaker is listed once, with its training part
             minutes[u.speaker] = minutes.get(u.speaker, 0.0) + durations[u.id] / 60
     lines = [";ID  |SEX| SUBSET           |MINUTES| NAME\n"]
-    for s in sorted((s for s in speakers if s.split != SEEN), key=lambda s: int(s.id)):
+    # a speaker left without utterances (tiny sizes) is not listed, as in the release
+    for s in sorted((s for s in speakers if s.split != SEEN and s.id in minutes), key=lambda s: int(s.id)):
         lines.append(f"{s.id:<5}| {s.gender} | {LIBRISPEECH_PARTS[s.split]:<17}| {minutes[s.id]:5.2f} | "
                      f"{s.voice.engine} {s.voice.name}\n")
     (root / "SPEAKERS.TXT").write_text("".join(lines), encoding="utf-8")
