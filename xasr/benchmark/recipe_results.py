@@ -31,6 +31,12 @@ def _pct(x: Optional[float]) -> Optional[float]:
     return round(100.0 * float(x), 2)
 
 
+def _entry(row: dict, rtf: float) -> dict:
+    """Error rate and its interval in percent, and the RTF, of a decode-summary or benchmark row."""
+    return {"error": _pct(row["error_rate"]), "ci95": [_pct(row.get("ci_low")), _pct(row.get("ci_high"))],
+            "rtf": round(rtf, 4)}
+
+
 def read_stage_log(path: Path, now: Optional[float] = None) -> Tuple[Optional[float], Dict[str, float]]:
     """(start of the latest run in epoch seconds, minutes per stage in that run) from ``stages.tsv``.
     A stage lasts from its first line to the next stage's first line (the last one: to ``now``)."""
@@ -88,16 +94,14 @@ def recipe_results(budget: str, main_method: str, decode_summary: Optional[Path]
     if decode_summary is not None and decode_summary.is_file():
         for r in json.loads(decode_summary.read_text(encoding="utf-8")):
             unit = unit or r.get("unit")
-            entry = {"error": _pct(r["error_rate"]), "ci95": [_pct(r.get("ci_low")), _pct(r.get("ci_high"))],
-                     "rtf": round(r["wall_seconds"] / max(1e-9, r["audio_seconds"]), 4)}
+            entry = _entry(r, r["wall_seconds"] / max(1e-9, r["audio_seconds"]))
             if r.get("note"):
                 entry["note"] = r["note"]
             sets.setdefault(r["set_name"], {})[r["method"]] = entry
     if benchmark is not None and benchmark.is_file():
         for r in json.loads(benchmark.read_text(encoding="utf-8"))["results"]:
             unit = unit or r.get("unit")
-            entry = {"error": _pct(r["error_rate"]), "ci95": [_pct(r.get("ci_low")), _pct(r.get("ci_high"))],
-                     "rtf": round(float(r["rtf"]), 4)}
+            entry = _entry(r, float(r["rtf"]))
             for k in ("p_bootstrap", "peak_rss_gb"):
                 if r.get(k) is not None:
                     entry[k] = r[k]

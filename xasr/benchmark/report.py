@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from xasr.errors import XasrError
-from xasr.scoring.stats import bootstrap_ci, mapsswe_test, paired_bootstrap_test
+from xasr.scoring.stats import mapsswe_test, paired_bootstrap_test
 from xasr.scoring.wer import ScoreResult, kaldi_line
 
 
@@ -92,10 +92,7 @@ def summarize(measurements: Sequence[Measurement], reference: Optional[str] = No
     for m in measurements:
         r = m.result
         errors, lens = r.per_utt_errors(), r.per_utt_ref_lens()
-        if r.num_ref > 0:
-            low, high = bootstrap_ci(errors, lens, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        else:
-            low = high = r.error_rate
+        low, high = r.interval(confidence=confidence, n_resamples=n_resamples, seed=seed)
         row = Row(system=m.system, set_name=m.set_name, normalizer=r.normalizer, unit=r.unit, num_utts=len(r.utts),
                   num_ref=r.num_ref, num_sub=r.num_sub, num_del=r.num_del, num_ins=r.num_ins,
                   num_errors=r.num_errors, error_rate=r.error_rate, ci_low=low, ci_high=high,

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from xasr.data.dataset import AsrDataset, DataConfig, batch_texts, batch_to, make_loader
 from xasr.errors import XasrError
@@ -38,15 +38,6 @@ class DecodeSummary:
     @property
     def rtf(self) -> float:
         return self.wall_seconds / max(1e-9, self.audio_seconds)
-
-
-def error_interval(result, confidence: float = 0.95) -> Tuple[float, float]:
-    """The percentile bootstrap interval of a scored set's error rate (NaN for an empty reference)."""
-    from xasr.scoring.stats import bootstrap_ci
-
-    if result.num_ref == 0:
-        return float("nan"), float("nan")
-    return bootstrap_ci(result.per_utt_errors(), result.per_utt_ref_lens(), confidence=confidence)
 
 
 def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_duration: float = 60.0,
@@ -113,7 +104,7 @@ def decode_and_score(model, units, cut_paths: Dict[str, str], methods: Sequence[
             wall = time.time() - t0
             result = score(refs, hyps, normalizer)
             write_results(result, out, set_name, method=method)
-            low, high = error_interval(result)
+            low, high = result.interval()
             s = DecodeSummary(set_name, method, result.error_rate, result.unit, kaldi_line(result), audio, wall, note,
                               low, high)
             logger.info("%s %s: %s (RTF %.3f, %.1f s of audio per second)%s", set_name, method, s.kaldi_line,

@@ -119,6 +119,16 @@ class ScoreResult:
     def ids(self) -> List[str]:
         return [u.utt_id for u in self.utts]
 
+    def interval(self, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Tuple[float, float]:
+        """Percentile bootstrap interval of :attr:`error_rate` over the utterances
+        (:func:`xasr.scoring.stats.bootstrap_ci`); with no reference tokens, the rate itself twice."""
+        from xasr.scoring.stats import bootstrap_ci
+
+        if self.num_ref == 0:
+            return self.error_rate, self.error_rate
+        return bootstrap_ci(self.per_utt_errors(), self.per_utt_ref_lens(), n_resamples=n_resamples,
+                            confidence=confidence, seed=seed)
+
     def per_utt_errors(self) -> np.ndarray:
         """Errors per utterance, in :attr:`ids` order (input to :mod:`xasr.scoring.stats`)."""
         return np.array([u.num_errors for u in self.utts], dtype=np.int64)
