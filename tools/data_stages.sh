@@ -8,7 +8,10 @@
 #   0  corpus:    synthesize the built-in corpus, or use / download --corpus-dir
 #   1  manifests: lhotse's recipe -> data/manifests/${corpus}_cuts_{split}.jsonl.gz
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/${corpus}_cuts_{split}.jsonl.gz
-#   3  units:     sentencepiece on the training text -> $lang_dir/unit.model
+#   3  units:     sentencepiece on the training text -> $lang_dir/unit.model; and, with lm_order > 0,
+#                 the n-gram LM of the CTC prefix search (lm_tokens, lm_order; its text: lm_text, else
+#                 the synthesized corpus' lm-text.txt, else the training transcripts; never a
+#                 transcript of an evaluation set) -> $lm_file
 
 if [ -z "$corpus_dir" ]; then
   [ "$download" = true ] && die "--download true needs --corpus-dir (where to put the corpus)"
@@ -107,6 +110,33 @@ if in_stages 3; then
     xasr --log-file log/stage3-units.log train-units --cuts "${cuts[@]}" --lang-dir "$lang_dir" \
       --type "$unit_type" --vocab-size "$vocab_size"
     mark_done "$lang_dir/.done" "$settings"
+  fi
+fi
+
+lm_file=""
+if [ "${lm_order:-0}" -gt 0 ]; then
+  lm_file=data/lm/${lm_tokens}${lm_order}.arpa
+fi
+if in_stages 3 && [ -n "$lm_file" ]; then
+  lm_src=()
+  if [ -n "${lm_text:-}" ]; then
+    read -r -a lm_src <<< "--text $lm_text"
+  elif [ -f "$corpus_dir/lm-text.txt" ]; then
+    lm_src=(--text "$corpus_dir/lm-text.txt")
+  else
+    lm_src=(--cuts)
+    for s in $train_sets; do lm_src+=("data/manifests/${corpus}_cuts_${s}.jsonl.gz"); done
+  fi
+  settings="${lm_src[*]} tokens=$lm_tokens order=$lm_order"
+  if is_done data/lm/.done "$settings"; then
+    log "Stage 3: n-gram LM already there ($lm_file), skipped"
+  else
+    excl=()
+    for s in $eval_sets; do excl+=("data/manifests/${corpus}_cuts_${s}.jsonl.gz"); done
+    log "Stage 3: $lm_tokens $lm_order-gram LM (${lm_src[*]} -> $lm_file; evaluation transcripts left out)"
+    xasr --log-file log/stage3-lm.log train-lm "${lm_src[@]}" --exclude-cuts "${excl[@]}" \
+      --tokens "$lm_tokens" --order "$lm_order" --out "$lm_file"
+    mark_done data/lm/.done "$settings"
   fi
 fi
 

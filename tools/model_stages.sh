@@ -9,7 +9,8 @@
 #                and validation cuts -> data/encoder_cache/; then the encoder side (CTC head +
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
-#                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model
+#                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model (which
+#                keeps a copy of stage 3's n-gram LM, used by ctc_beam and llm_rescore)
 #   7  decode:   the dev set and the seen-voice split with every method of dev_methods ->
 #                exp/decode/{recogs,errs,wer}-{set}-{method}.txt; llm_rescore's CTC weight and
 #                length bonus are chosen on the dev set first (exp/decode/tune-<dev>.{tsv,png},
@@ -65,9 +66,13 @@ if in_stages 6; then
         --init "$exp_stage1/model" --out "${exp_stage2}_init"
       touch "${exp_stage2}_init/.done"
     fi
-    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model)"
+    lm_overrides=()
+    [ -n "${lm_file:-}" ] && lm_overrides=(model.ngram.path="$lm_file")
+    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model" \
+        "${lm_file:+, with the n-gram LM $lm_file})"
     xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
-      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage2_overrides[@]}"
+      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${lm_overrides[@]}" \
+      "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"
   fi
 fi

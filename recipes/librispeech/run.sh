@@ -13,6 +13,7 @@
 #                 data/manifests/librispeech_cuts_{part}.jsonl.gz (train-clean-100, dev-clean, ...)
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/librispeech_cuts_{part}.jsonl.gz
 #   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
+#                 and the n-gram LM (--lm-order; text: --lm-text, else the synthesized lm-text.txt) -> data/lm/
 #   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
 # Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
 set -euo pipefail
@@ -30,6 +31,8 @@ nj=2                   # parallel jobs
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
+lm_order=3             # n-gram LM of the CTC prefix search (stage 3; ctc_beam and llm_rescore use it); 0: none
+lm_text=""             # its text files (e.g. librispeech-lm-norm.txt.gz); empty: the synthesized corpus' lm-text.txt or the training transcripts
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
@@ -54,6 +57,8 @@ Options (default in brackets):
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
   --min-duration S     shortest training cut kept [$min_duration]
   --max-duration S     longest training cut kept [$max_duration]
+  --lm-order N         order of the n-gram LM, 0: none [$lm_order]
+  --lm-text STR        text files of the n-gram LM [corpus lm-text.txt or training transcripts]
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
   --stage1-opts STR    hydra overrides for stage-1 training ["$stage1_opts"]
   --stage2-opts STR    hydra overrides for stage-2 training ["$stage2_opts"]
@@ -73,6 +78,7 @@ run_started
 corpus=librispeech
 unit_type=bpe
 lang_dir=data/lang_bpe_${vocab_size}
+lm_tokens=word
 . ../../tools/data_stages.sh
 
 llm_name=smollm2-135m-instruct

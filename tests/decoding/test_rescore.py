@@ -111,3 +111,61 @@ def test_tune_finds_the_best_grid_point_and_writes_its_table(tmp_path):
     assert files["tsv"].read_text().splitlines()[:2] == ["ctc_weight\tlength_bonus\t%WER", "0.5\t0\t0.00"]
     with pytest.raises(ValueError, match="CTC weights"):
         tune(nbest, refs, "english_word", weights=[1.5])
+
+
+# ---------------------------------------------------------------------- n-gram LM fusion
+PIECES = ["<blk>", "\u2581THE", "\u2581CAT", "\u2581C", "AT", "X", "\u2581SAT"]
+
+
+def _lm():
+    from xasr.decoding.ngram import train_kneser_ney
+
+    return train_kneser_ney([["THE", "CAT", "SAT"]] * 5 + [["THE", "CAT"]] * 2, 3)
+
+
+def _ambiguous_log_probs():
+    """THE, then a C spelt either ▁C X (slightly likelier for CTC) or ▁C AT, then SAT."""
+    rows = [{1: 0.9}, {3: 0.9}, {5: 0.5, 4: 0.45}, {6: 0.9}]
+    probs = np.full((len(rows), len(PIECES)), 1e-3)
+    for t, row in enumerate(rows):
+        for u, p in row.items():
+            probs[t, u] = p
+        probs[t, 0] = 1.0 - probs[t, 1:].sum()
+    return np.log(probs)
+
+
+def test_lm_fusion_scores_finished_words_and_the_end():
+    from xasr.decoding.rescore import LmFusion
+
+    lm = _lm()
+    fusion = LmFusion(lm, PIECES, "word", weight=0.6, token_bonus=1.5, oov_penalty=-10.0)
+    units = (1, 3, 4, 6)  # ▁THE ▁C AT ▁SAT = THE CAT SAT
+    assert fusion.final_score(units) == pytest.approx(0.6 * lm.sentence_logprob(["THE", "CAT", "SAT"]) + 1.5 * 3)
+    # running: THE and CAT finished, SAT started (a vocabulary prefix, so no penalty yet)
+    expected = 0.6 * (lm.logprob(["<s>"], "THE") + lm.logprob(["<s>", "THE"], "CAT")) + 1.5 * 3
+    assert fusion.prefix_score(units) == pytest.approx(expected)
+    # a word no vocabulary word starts with pays the penalty at once
+    assert fusion.prefix_score((1, 3, 5)) == pytest.approx(0.6 * (lm.logprob(["<s>"], "THE") - 10.0) + 1.5 * 2)
+
+
+def test_the_lm_turns_a_misspelling_into_a_word():
+    from xasr.decoding.rescore import LmFusion
+
+    lp = _ambiguous_log_probs()
+    plain = ctc_prefix_search(CtcPrefixScorer(lp), beam=4, nbest=4)
+    assert plain[0][0] == (1, 3, 5, 6)  # THE CX SAT
+    off = ctc_prefix_search(CtcPrefixScorer(lp), beam=4, nbest=4, lm=LmFusion(_lm(), PIECES, weight=0.0, token_bonus=0.0))
+    assert [y for y, _ in off] == [y for y, _ in plain]
+    fused = ctc_prefix_search(CtcPrefixScorer(lp), beam=4, nbest=4, lm=LmFusion(_lm(), PIECES, weight=0.5))
+    assert fused[0][0] == (1, 3, 4, 6)  # THE CAT SAT
+
+
+def test_character_lm_fusion_scores_every_character():
+    from xasr.decoding.ngram import train_kneser_ney
+    from xasr.decoding.rescore import LmFusion
+
+    lm = train_kneser_ney([list("今天好"), list("天气好")], 2)
+    pieces = ["<blk>", "\u2581今", "天", "好", "气"]
+    fusion = LmFusion(lm, pieces, "char", weight=1.0, token_bonus=0.5)
+    assert fusion.prefix_score((1, 2)) == pytest.approx(lm.logprob(["<s>"], "今") + lm.logprob(["今"], "天") + 1.0)
+    assert fusion.final_score((1, 2, 3)) == pytest.approx(lm.sentence_logprob(list("今天好")) + 1.5)

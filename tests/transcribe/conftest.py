@@ -24,9 +24,11 @@ def make_units(out_dir: Path) -> Path:
     return out_dir / "unit.model"
 
 
-def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir: Path = None, seed: int = 0) -> Path:
+def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir: Path = None, seed: int = 0,
+                   ngram: Path = None) -> Path:
     """A tiny random XLLMSpeechModel saved as a model directory: a conformer on fbank, or a
-    Whisper encoder on whisper_mel; with an LLM when ``llm_dir`` is given."""
+    Whisper encoder on whisper_mel; with an LLM when ``llm_dir`` is given, with an n-gram LM
+    (an ARPA file) when ``ngram`` is."""
     import sentencepiece as spm
     import torch
     from omegaconf import OmegaConf
@@ -51,6 +53,8 @@ def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir
     if llm_dir is not None:
         cfg.model.use_llm = True
         cfg.model.llm.path = str(llm_dir)
+    if ngram is not None:
+        cfg.model.ngram.path = str(ngram)
     torch.manual_seed(seed)
     model = XLLMSpeechModel(OmegaConf.to_object(cfg.model))
     return save_model_dir(model.eval(), cfg, str(units), str(out_dir))

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "prepare": "prepare",
     "compute-fbank": "compute_fbank",
     "train-units": "train_units",
+    "train-lm": "train_lm",
     "cache-encoder": "cache_encoder",
     "align-adapter": "align_adapter",
     "train": "train",

@@ -9,7 +9,8 @@ Out: a directory that lhotse's own ``prepare_aishell`` / ``prepare_librispeech``
                 OUT/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt, OUT/SPEAKERS.TXT
 
 plus ``OUT/synthesis.json`` recording the seed, every speaker's voice and the measured hours,
-and, when the sizes ask for a ``seen`` split (``default_sizes`` does), a fourth set of
+``OUT/lm-text.txt``, the language-model text (every source sentence that no dev, test or seen
+utterance reads, one per line, as LibriSpeech's separate LM corpus is for the real one), and, when the sizes ask for a ``seen`` split (``default_sizes`` does), a fourth set of
 *training voices reading unseen text* in the same layout: ``data_aishell/wav/test_seen/`` (its
 lines in the same transcript file) or the part ``test-seen/``. It separates how well a model
 generalizes to new voices (test) from how well it handles new text (seen).
@@ -55,6 +56,7 @@ SEEN = "seen"  # training voices reading unseen text (optional, see default_size
 LIBRISPEECH_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean", SEEN: "test-seen"}
 AISHELL_DIRS = {"train": "train", "dev": "dev", "test": "test", SEEN: "test_seen"}
 AISHELL_TRANSCRIPT = "data_aishell/transcript/aishell_transcript_v0.8.txt"
+LM_TEXT = "lm-text.txt"  # at the corpus root: source sentences no dev, test or seen utterance reads
 # First speaker number of each split, as in the Aishell-1 release (S0002.., S0724.., S0764..).
 AISHELL_FIRST_SPEAKER = {"train": 2, "dev": 724, "test": 764}
 
@@ -482,6 +484,10 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
         bar.close()
     audio_wall = time.time() - t_audio
     _write_texts(cfg, tmp, speakers, utts, durations)
+    # text for a language model: every source sentence no dev, test or seen-split utterance reads
+    held_out = {u.sentence.transcript for u in utts if u.split != "train"}
+    (tmp / LM_TEXT).write_text("".join(s.transcript + "\n" for s in sentences if s.transcript not in held_out),
+                               encoding="utf-8")
 
     splits = [s for s in (*SPLITS, SEEN) if s in cfg.sizes]
     hours = {s: sum(durations[u.id] for u in utts if u.split == s) / 3600 for s in splits}

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from xasr.decoding.joint_ctc import CtcPrefixScorer, Units
+from xasr.decoding.ngram import BOS, EOS, NgramLM
 
 
 def unit_pool(log_probs: np.ndarray, k: int, blank: int = 0) -> np.ndarray:
@@ -44,13 +45,78 @@ def unit_pool(log_probs: np.ndarray, k: int, blank: int = 0) -> np.ndarray:
     return pool[pool != blank]
 
 
+class LmFusion:
+    """An n-gram LM's score of a hypothesis (a unit sequence) for the CTC prefix search: shallow fusion.
+
+    ``pieces``: the text of each unit id (sentencepiece, "▁" starting a word). ``tokens``:
+    ``word`` (the LM scores a word when the next one starts, and the last one at the end) or
+    ``char`` (every character as it is written). A hypothesis gains ``weight`` x (the LM's
+    log-probability of its finished tokens) + ``token_bonus`` x (its tokens, the unfinished word
+    included); a word outside the LM's vocabulary, and an unfinished word that no vocabulary word
+    starts with, count ``oov_penalty`` instead of a log-probability. States are cached per unit
+    sequence (one object per utterance).
+    """
+
+    def __init__(self, lm: NgramLM, pieces: Sequence[str], tokens: str = "word", weight: float = 0.5,
+                 token_bonus: float = 0.0, oov_penalty: float = -10.0) -> None:
+        if tokens not in ("word", "char"):
+            raise ValueError(f"LM tokens must be word or char, not {tokens!r}")
+        self.lm, self.pieces, self.tokens = lm, pieces, tokens
+        self.weight, self.token_bonus, self.oov_penalty = weight, token_bonus, oov_penalty
+        # units -> (LM history, log-probability of finished tokens, finished tokens, unfinished word)
+        self._states: Dict[Units, Tuple[Tuple[str, ...], float, int, str]] = {(): (lm.state([BOS]), 0.0, 0, "")}
+
+    def _token(self, hist: Tuple[str, ...], tok: str) -> float:
+        return self.lm.logprob(hist, tok) if tok in self.lm else self.oov_penalty
+
+    def _state(self, units: Units) -> Tuple[Tuple[str, ...], float, int, str]:
+        st = self._states.get(units)
+        if st is not None:
+            return st
+        hist, score, n, partial = self._state(units[:-1])
+        piece = self.pieces[units[-1]]
+        if self.tokens == "char":
+            for c in piece.replace("\u2581", "").strip():
+                score += self._token(hist, c)
+                hist, n = self.lm.state(hist + (c,)), n + 1
+        elif piece.startswith("\u2581"):
+            if partial:
+                score += self._token(hist, partial)
+                hist, n = self.lm.state(hist + (partial,)), n + 1
+            partial = piece[1:]
+        else:
+            partial += piece
+        st = (hist, score, n, partial)
+        self._states[units] = st
+        return st
+
+    def prefix_score(self, units: Units) -> float:
+        """The LM's part of a running hypothesis' score."""
+        _, score, n, partial = self._state(units)
+        if partial:
+            n += 1
+            if not self.lm.is_prefix(partial):
+                score += self.oov_penalty
+        return self.weight * score + self.token_bonus * n
+
+    def final_score(self, units: Units) -> float:
+        """The LM's part of an ended hypothesis' score (its last word and the end of the sentence)."""
+        hist, score, n, partial = self._state(units)
+        if partial:
+            score += self._token(hist, partial)
+            hist, n = self.lm.state(hist + (partial,)), n + 1
+        return self.weight * (score + self.lm.logprob(hist, EOS)) + self.token_bonus * n
+
+
 def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, max_units: Optional[int] = None,
-                      pool: Optional[np.ndarray] = None) -> List[Tuple[Units, float]]:
+                      pool: Optional[np.ndarray] = None, lm: Optional[LmFusion] = None) -> List[Tuple[Units, float]]:
     """Up to ``nbest`` (units, CTC log-probability) of the utterance, best first.
 
     beam: running hypotheses kept, and next units tried per hypothesis; max_units: longest
     hypothesis (default: the number of frames); pool: the units tried (default
-    :func:`unit_pool` with ``k = beam``).
+    :func:`unit_pool` with ``k = beam``); lm: an n-gram LM fused into the search, whose part
+    (:meth:`LmFusion.prefix_score`, :meth:`LmFusion.final_score`) is then added to every score
+    ranked and returned (each extension is chosen from twice as many units by CTC alone).
     """
     if beam < 1 or nbest < 1:
         raise ValueError(f"beam and nbest must be at least 1, not {beam} and {nbest}")
@@ -62,18 +128,20 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
     running: List[Units] = [()]
     for n in range(limit + 1):
         for y in running:
-            ended[y] = scorer.full_score(y)
+            ended[y] = scorer.full_score(y) + (lm.final_score(y) if lm is not None else 0.0)
         if n == limit or len(pool) == 0:
             break
         scores = sorted(ended.values(), reverse=True)
         floor = scores[nbest - 1] if len(scores) >= nbest else -np.inf
-        k = min(beam, len(pool))
+        k = min(beam if lm is None else 2 * beam, len(pool))
         cands = []
         psi = scorer.extension_scores(running, pool)  # (H, C)
         for y, row in zip(running, psi):
             for j in np.argpartition(-row, k - 1)[:k]:
-                if row[j] > floor:
-                    cands.append((float(row[j]), y + (int(pool[j]),)))
+                ext = y + (int(pool[j]),)
+                score = float(row[j]) + (lm.prefix_score(ext) if lm is not None else 0.0)
+                if score > floor:
+                    cands.append((score, ext))
         if not cands:
             break
         cands.sort(key=lambda c: -c[0])

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from xasr.decoding.ngram import NgramConfig
 from xasr.errors import XasrError
 from xasr.models.adapter import Adapter, AdapterConfig
 from xasr.models.cformer import CFormer, CFormerConfig
@@ -107,6 +108,8 @@ class ModelConfig:
     # llm_rescore: its N-best rescored (1 - w) * LLM + w * CTC log-probability + bonus * units,
     # w = rescore_ctc_weight (xasr.decoding.rescore)
     ctc_beam_size: int = 32
+    # ctc_beam / llm_rescore: an n-gram LM in the CTC prefix search (none without a path)
+    ngram: NgramConfig = field(default_factory=NgramConfig)
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
@@ -431,7 +434,7 @@ class XLLMSpeechModel(nn.Module):
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
         if method == "ctc_beam":
-            return [units.decode(list(nb[0][0])) if nb else "" for nb in self.ctc_nbest(h, h_lens)]
+            return [units.decode(list(nb[0][0])) if nb else "" for nb in self.ctc_nbest(h, h_lens, units)]
         cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens))
         cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
         if method == "cif_greedy":
@@ -446,7 +449,7 @@ class XLLMSpeechModel(nn.Module):
         if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
             raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
         if method == "llm_rescore":
-            return self._rescore(self.ctc_nbest(h, h_lens), rows, images, units)
+            return self._rescore(self.ctc_nbest(h, h_lens, units), rows, images, units)
         if method == "llm_ctc":
             from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
 
@@ -497,15 +500,46 @@ class XLLMSpeechModel(nn.Module):
                 raise XasrError(f"the length bonus must be a finite number, not {length_bonus}")
             self.cfg.joint_length_bonus = self.cfg.rescore_length_bonus = float(length_bonus)
 
-    def ctc_nbest(self, h: Tensor, h_lens: Tensor) -> List[List[Tuple[Tuple[int, ...], float]]]:
-        """Per utterance the CTC prefix beam search's N-best (units, CTC log-probability), best
-        first (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``)."""
+    def set_lm_weights(self, weight: Optional[float] = None, token_bonus: Optional[float] = None) -> None:
+        """The n-gram LM's weight (>= 0) and token bonus in the CTC prefix search. None: unchanged."""
+        for name, value in (("weight", weight), ("token bonus", token_bonus)):
+            if value is not None and not (math.isfinite(value) and (value >= 0 or name != "weight")):
+                raise XasrError(f"the n-gram LM's {name} must be a finite number{' >= 0' if name == 'weight' else ''}, "
+                                f"not {value}")
+        if weight is not None:
+            self.cfg.ngram.weight = float(weight)
+        if token_bonus is not None:
+            self.cfg.ngram.token_bonus = float(token_bonus)
+
+    def lm_fusion(self, units):
+        """A :class:`xasr.decoding.rescore.LmFusion` maker for one utterance, or None when the model
+        has no n-gram LM (or its weight and bonus are both 0). The LM is read on first use."""
+        from xasr.decoding.ngram import NgramLM
+        from xasr.decoding.rescore import LmFusion
+
+        c = self.cfg.ngram
+        if not c.path or (c.weight == 0 and c.token_bonus == 0):
+            return None
+        if getattr(self, "_ngram", None) is None or self._ngram[0] != c.path:
+            self._ngram = (c.path, NgramLM.read_arpa(c.path))
+        if getattr(self, "_pieces", None) is None or self._pieces[0] is not units:
+            self._pieces = (units, [units.id_to_piece(i) for i in range(units.get_piece_size())])
+        lm, pieces = self._ngram[1], self._pieces[1]
+        return lambda: LmFusion(lm, pieces, c.tokens, c.weight, c.token_bonus, c.oov_penalty)
+
+    def ctc_nbest(self, h: Tensor, h_lens: Tensor, units=None) -> List[List[Tuple[Tuple[int, ...], float]]]:
+        """Per utterance the CTC prefix beam search's N-best (units, log-probability), best first
+        (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``). With an n-gram LM
+        (``ngram``; ``units``, the sentencepiece processor, needed) the LM is fused into the search
+        and its part is in the scores."""
         from xasr.decoding.joint_ctc import CtcPrefixScorer
         from xasr.decoding.rescore import ctc_prefix_search
 
         log_probs = self.ctc(h).float().cpu().numpy()  # (B, T, V)
         k = self.cfg.ctc_beam_size
-        return [ctc_prefix_search(CtcPrefixScorer(log_probs[b, :max(1, n)], self.ctc.blank_id), beam=k, nbest=k)
+        fusion = self.lm_fusion(units) if units is not None else None
+        return [ctc_prefix_search(CtcPrefixScorer(log_probs[b, :max(1, n)], self.ctc.blank_id), beam=k, nbest=k,
+                                  lm=fusion() if fusion is not None else None)
                 for b, n in enumerate(h_lens.tolist())]
 
     def _rescore(self, nbests, rows: List[Tensor], images, units) -> List[str]:
@@ -543,6 +577,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 FROZEN = "frozen_parts.json"
 UNITS = "unit.model"
+NGRAM = "lm.arpa"  # the n-gram LM (model.ngram), kept as lm.arpa or lm.arpa.gz
 
 
 def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) -> Path:
@@ -562,6 +597,11 @@ def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) 
     save_file(state, str(tmp / WEIGHTS))
     OmegaConf.save(cfg, tmp / CONFIG)
     shutil.copy(units_model, tmp / UNITS)
+    lm_path = model.cfg.ngram.path
+    if lm_path:
+        if not Path(lm_path).is_file():
+            raise XasrError(f"model.ngram.path: {lm_path} does not exist (an ARPA language model file)")
+        shutil.copy(lm_path, tmp / (NGRAM + (".gz" if str(lm_path).endswith(".gz") else "")))
     (tmp / FROZEN).write_text(json.dumps(model.frozen_parts(), indent=1))
     if out.exists():
         shutil.rmtree(out)
@@ -654,6 +694,12 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     from xasr.config import experiment_from_yaml
 
     cfg = experiment_from_yaml(d / CONFIG)
+    # the n-gram LM the model was saved with is its own copy, wherever the original was
+    own_lm = [d / n for n in (NGRAM, NGRAM + ".gz") if (d / n).is_file()]
+    if own_lm:
+        cfg.model.ngram.path = str(own_lm[0])
+    elif cfg.model.ngram.path:
+        raise XasrError(f"{d}: its config names the n-gram LM {cfg.model.ngram.path} but {d / NGRAM} is missing")
     frozen = json.loads((d / FROZEN).read_text())
     model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=models_dir)
     if check_frozen:
