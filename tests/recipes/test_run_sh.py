@@ -78,6 +78,16 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
         assert (d / f"data/fbank/{recipe}_cuts_{s}.jsonl.gz").is_file()
         assert s in r.stdout  # the final summary lists every set
     assert (d / f"data/{lang}/unit.model").is_file()
+    # the n-gram LM, from the synthesized corpus' LM text, without a sentence of the evaluation sets
+    lm_text = (d / f"download/{recipe}_synth/lm-text.txt").read_text(encoding="utf-8").splitlines()
+    from lhotse import CutSet
+
+    from xasr.data.dataset import batch_texts
+    evaluation = {t for s in sets[1:] for t in batch_texts(CutSet.from_file(d / f"data/manifests/{recipe}_cuts_{s}.jsonl.gz"))}
+    assert len(lm_text) > 1000 and evaluation and not evaluation & set(lm_text)
+    lm_log = (d / "log/stage3-lm.log").read_text(encoding="utf-8")
+    tokens = "char" if recipe == "aishell" else "word"
+    assert (d / f"data/lm/{tokens}3.arpa").is_file() and "3-gram" in r.stdout + lm_log
     for stage in range(4):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "log/stage2-fbank.log").is_file()
@@ -86,7 +96,7 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
     mtime = (d / f"data/fbank/{recipe}_cuts_{sets[0]}.jsonl.gz").stat().st_mtime_ns
     r = _run(script, "--stop-stage", "3", "--train-hours", "0.03", *extra)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("skipped") == 4
+    assert r.stdout.count("skipped") == 5  # corpus, manifests, features, units, LM
     assert (d / f"data/fbank/{recipe}_cuts_{sets[0]}.jsonl.gz").stat().st_mtime_ns == mtime
 
     # changed settings: the finished stage is kept, with a warning saying how to redo it
@@ -138,6 +148,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     for stage in range(10):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
+    assert (d / "exp/stage2/model/lm.arpa").is_file()  # the n-gram LM travels with the model
     methods = ("ctc_greedy", "llm_greedy", "llm_rescore")  # the test set's, in stage 9
     for s in ("dev-clean", "test-seen"):  # stage 7: dev and the seen-voice split
         for m in ("ctc_greedy", "llm_rescore"):

@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-bonus", type=float, default=None,
                    help="llm_ctc and llm_rescore: score added per CTC unit of a hypothesis (default: "
                         "model.joint_length_bonus / model.rescore_length_bonus)")
+    p.add_argument("--lm-weight", type=float, default=None,
+                   help="ctc_beam and llm_rescore: weight of the model's n-gram LM in the CTC prefix search, >= 0 "
+                        "(0 with --lm-bonus 0: no LM; default: the model's model.ngram.weight)")
+    p.add_argument("--lm-bonus", type=float, default=None,
+                   help="ctc_beam and llm_rescore: score added per LM word (character) (default: model.ngram.token_bonus)")
     p.add_argument("--tune-rescore-on", default=None, metavar="SET",
                    help="choose llm_rescore's CTC weight and length bonus on this set of --cuts (decoded first; "
                         "grid and plot in --out-dir/tune-SET.*, the choice in rescore-weights.json), then use "
@@ -61,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     sets = parse_named(args.cuts, "--cuts")
     if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
         raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
+    if args.lm_weight is not None and not args.lm_weight >= 0.0:
+        raise XasrError(f"--lm-weight must be >= 0, not {args.lm_weight}")
     if args.tune_rescore_on is not None and "llm_rescore" not in args.methods:
         raise XasrError("--tune-rescore-on chooses llm_rescore's weights: add llm_rescore to --methods")
     if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
         model.cfg.repeat_ngram = args.repeat_ngram
     model.set_ctc_weights(args.ctc_weight, args.length_bonus)
+    model.set_lm_weights(args.lm_weight, args.lm_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")
