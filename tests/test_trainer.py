@@ -212,3 +212,26 @@ def test_resume_refuses_a_checkpoint_of_other_trainable_parts(data, tmp_path):
     train(load_experiment(_overrides(data, exp, *common, "train.trainable=[ctc,cformer]")))
     with pytest.raises(XasrError, match="cannot resume from it.*checkpoints"):
         train(load_experiment(_overrides(data, exp, *common, "train.max_steps=4", "train.trainable=[ctc]")))
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_refuses_pickles(data, tmp_path):
+    """A checkpoint cut short (a full disk, a kill during a non-atomic copy) is skipped with a
+    warning naming it; a pickled state.pt (which could run code when loaded) is refused."""
+    from xasr.errors import XasrError
+    from xasr.trainer import train
+
+    exp = tmp_path / "faults"
+    common = ["train.num_epochs=100", "train.save_interval=2", "train.average_last=1", "train.keep_last=3"]
+    train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=4", *common)))
+    newest = exp / "checkpoints/ckpt-4"
+    (newest / "state.safetensors").write_bytes((newest / "state.safetensors").read_bytes()[:100])
+    train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=6", *common)))
+    log = (exp / "train.log").read_text()
+    assert "ckpt-4 cannot be read" in log and "resumed from" in log and "ckpt-2 (step 2" in log
+    assert "training done: 6 steps" in log
+
+    for f in ("state.safetensors", "state.json"):
+        (exp / "checkpoints/ckpt-6" / f).unlink()
+    torch.save({"step": 6}, exp / "checkpoints/ckpt-6/state.pt")
+    with pytest.raises(XasrError, match="ckpt-6 keeps its training state as a pickle"):
+        train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=8", *common)))

@@ -2,7 +2,8 @@
 
 In: an :class:`~xasr.config.ExperimentConfig` (stage, trainable parts, data, optimiser).
 Out: ``<exp_dir>/`` with ``checkpoints/ckpt-<step>/`` (trainable weights as safetensors plus
-the optimiser, scheduler, sampler position and RNG states for exact resume), ``model/`` (the
+the optimiser, scheduler, sampler position and RNG states for exact resume, stored without
+pickle by :mod:`xasr.utils.state_io`), ``model/`` (the
 final model directory, an average of the last checkpoints), ``train.log``, ``metrics.tsv``,
 ``loss.png``, tensorboard scalars and ``config.yaml`` (the resolved config).
 
@@ -34,6 +35,7 @@ from xasr.data.dataset import AsrDataset, batch_to, make_loader
 from xasr.errors import XasrError
 from xasr.models.model import XLLMSpeechModel, save_model_dir
 from xasr.utils.logging import setup_logging
+from xasr.utils.state_io import STRUCTURE as STATE_STRUCTURE, load_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +239,11 @@ class Trainer:
             tmp.mkdir(parents=True)
             save_file({k: v.contiguous() for k, v in trainable_state(self.model).items()},
                       str(tmp / "trainable.safetensors"))
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "step": self.step, "total_steps": self.total_steps,
-                        "planned_steps": self.planned_steps, "epoch": self.epoch,
-                        "batch_in_epoch": self.batch_in_epoch,
-                        "rng": _rng_state(), "metrics": self.metrics}, tmp / "state.pt")
+            save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                             "step": self.step, "total_steps": self.total_steps,
+                             "planned_steps": self.planned_steps, "epoch": self.epoch,
+                             "batch_in_epoch": self.batch_in_epoch,
+                             "rng": _rng_state(), "metrics": self.metrics})
             if valid_loss is not None:
                 (tmp / VALID_JSON).write_text(json.dumps({"step": self.step, "valid_loss": valid_loss}))
             if final.exists():
@@ -256,13 +258,40 @@ class Trainer:
             dist.barrier()
 
     def maybe_resume(self) -> bool:
+        """Resume from the newest checkpoint that reads back whole; a damaged newer one (a write
+        cut short, a full disk) is skipped with a warning naming it. One holding a pickled
+        ``state.pt`` (older xasr) is refused: unpickling a file can run code."""
+        ckpts = self.checkpoints()
+        for last in reversed(ckpts):
+            if (last / "state.pt").is_file() and not (last / STATE_STRUCTURE).is_file():
+                raise XasrError(f"{last} keeps its training state as a pickle (state.pt), which xasr does not "
+                                "load because unpickling can run arbitrary code; remove that checkpoint (or "
+                                f"{self._ckpt_dir()}) to start afresh")
+            try:
+                weights, state = self._read_checkpoint(last)
+            except XasrError as e:
+                logger.warning("checkpoint %s cannot be read (%s): trying the one before", last, e)
+                continue
+            self._resume_from(last, weights, state)
+            return True
+        if ckpts:
+            logger.warning("no checkpoint in %s could be read: training starts afresh", self._ckpt_dir())
+        return False
+
+    @staticmethod
+    def _read_checkpoint(ckpt: Path):
         from safetensors.torch import load_file
 
-        ckpts = self.checkpoints()
-        if not ckpts:
-            return False
-        last = ckpts[-1]
-        weights = load_file(str(last / "trainable.safetensors"))
+        path = ckpt / "trainable.safetensors"
+        if not path.is_file():
+            raise XasrError(f"{path} is missing")
+        try:
+            weights = load_file(str(path))
+        except Exception as e:  # safetensors' own error types for damaged files
+            raise XasrError(f"{path} is damaged ({e})") from e
+        return weights, load_state(ckpt)
+
+    def _resume_from(self, last: Path, weights: Dict[str, torch.Tensor], state: dict) -> None:
         params = dict(self.model.named_parameters())
         trainable = {k for k, p in params.items() if p.requires_grad}
         if set(weights) != trainable:
@@ -274,7 +303,6 @@ class Trainer:
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)
-        state = torch.load(last / "state.pt", map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -287,7 +315,6 @@ class Trainer:
         _set_rng_state(state["rng"])
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", last, self.step, self.epoch,
                     self.batch_in_epoch)
-        return True
 
     # ------------------------------------------------------------------ loop
     def _forward(self, batch: dict) -> Dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ lm_text=""             # its text files; empty: the synthesized corpus' lm-text.
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
-decode_methods="ctc_greedy llm_greedy llm_rescore"  # test sets (stage 9); also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
+decode_methods="ctc_greedy ctc_beam llm_greedy llm_rescore"  # test sets (stage 9); also: cif_greedy llm_beam llm_ctc llm_speculative llm_fast
 dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 
