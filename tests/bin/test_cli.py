@@ -33,8 +33,17 @@ def test_console_script_is_installed():
     (["--methods", "ctc_greedy", "--tune-rescore-on", "dev"], "add llm_rescore to --methods"),
     (["--methods", "llm_rescore", "--tune-rescore-on", "valid"], "no such set among --cuts (dev)"),
     (["--methods", "llm_rescore", "--ctc-weight", "2"], "--ctc-weight must be in [0, 1]"),
+    (["--methods", "ctc_greedy", "llm_greedyy"], "--methods: unknown decoding method 'llm_greedyy'"),
+    (["--methods", "ctc_beam", "--lm-weight", "-1"], "--lm-weight must be >= 0"),
 ])
 def test_decode_refuses_bad_rescoring_options_before_loading_anything(tmp_path, capsys, extra, message):
     assert main(["decode", "--model-dir", str(tmp_path / "none"), "--cuts", "dev=x.jsonl.gz",
                  "--out-dir", str(tmp_path / "out"), *extra]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_transcribe_refuses_an_unknown_method_before_loading_the_model(tmp_path, capsys):
+    # the model directory does not exist: the method is what must be named
+    assert main(["transcribe", "--model-dir", str(tmp_path / "none"), "--method", "llm_gredy", "a.wav"]) == 1
+    err = capsys.readouterr().err
+    assert "--method: unknown decoding method 'llm_gredy'" in err and "none" not in err.split("ERROR")[-1][:40]

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xasr.data.images import image_loading
     from xasr.decoding.dataset_decode import decode_and_score
-    from xasr.models.model import load_model_dir
+    from xasr.models.model import check_methods, load_model_dir
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     sets = parse_named(args.cuts, "--cuts")
     if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
         raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
+    check_methods(args.methods, "--methods")
     if args.lm_weight is not None and not args.lm_weight >= 0.0:
         raise XasrError(f"--lm-weight must be >= 0, not {args.lm_weight}")
     if args.tune_rescore_on is not None and "llm_rescore" not in args.methods:

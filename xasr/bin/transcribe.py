@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from xasr.transcribe.vad import VadConfig
     from xasr.transcribe.writers import kaldi_line
 
+    from xasr.models.model import check_methods
+
+    check_methods([args.method], "--method")  # before the model (and its LLM) is loaded
     if args.srt and not args.out_dir:
         raise XasrError("--srt needs --out-dir")
     vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,

@@ -42,6 +42,16 @@ logger = logging.getLogger(__name__)
 
 DECODING_METHODS = ("ctc_greedy", "ctc_beam", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_rescore",
                     "llm_speculative", "llm_fast")
+
+
+def check_methods(methods: Sequence[str], option: str = "--methods") -> None:
+    """Refuse unknown decoding method names before anything is loaded."""
+    unknown = [m for m in methods if m not in DECODING_METHODS]
+    if unknown:
+        raise XasrError(f"{option}: unknown decoding method {', '.join(map(repr, unknown))}; choose from "
+                        f"{', '.join(DECODING_METHODS)}")
+
+
 PARTS = ("encoder", "context", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
 
