@@ -1,5 +1,6 @@
 """The trainer on a tiny synthesized corpus with tiny models: stage 1, stage 2 through a tiny
-frozen LLM, the model directory, exact resume after a kill, and 2-process DDP equivalence."""
+frozen LLM, the model directory, exact resume after kills and SIGTERM, skipped non-finite
+updates, and 2-process DDP equivalence."""
 import os
 import signal
 import subprocess
@@ -130,28 +131,95 @@ def _train_cmd(data, exp, *extra):
     return [sys.executable, "-m", "xasr.bin.cli", "train", *_overrides(data, exp, *DETERMINISTIC, *extra)]
 
 
-def test_kill_and_resume_gives_the_same_parameters(data, tmp_path):
-    common = ["train.max_steps=8", "train.save_interval=2", "train.num_epochs=50", "train.average_last=1"]
+def _run_until_killed(cmd, env, log: Path, kill_at_step: int, sig: int, pause: float):
+    """Start a training run, send ``sig`` once the log shows step ``kill_at_step`` (plus a pause,
+    so the kill can land inside an update or a checkpoint write); the run's new log text and exit
+    status come back."""
+    import re
+
+    seen = log.stat().st_size if log.is_file() else 0
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        new = log.read_text()[seen:] if log.is_file() else ""
+        if any(int(s) >= kill_at_step for s in re.findall(r"step (\d+)/", new)):
+            time.sleep(pause)
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    status = proc.wait(timeout=300)
+    return (log.read_text()[seen:] if log.is_file() else ""), status
+
+
+def test_kills_at_random_steps_and_sigterm_then_a_rerun_give_the_parameters_of_an_uninterrupted_run(data, tmp_path):
+    """Five faults at random steps (SIGKILL, which can land in a checkpoint write, and SIGTERM,
+    which saves a checkpoint and exits with 143), then a rerun to the end: the parameters equal
+    those of a run that was never interrupted."""
+    import random
+    import re
+
+    steps = 40  # a tiny step takes well under 0.1 s: the faults come at least 10 steps before the end
+    common = [f"train.max_steps={steps}", "train.save_interval=5", "train.num_epochs=50", "train.average_last=1"]
     env = dict(os.environ, PYTHONHASHSEED="0")
     ref = subprocess.run(_train_cmd(data, tmp_path / "ref", *common), env=env, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
-    exp = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, exp, *common), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (exp / "checkpoints/ckpt-4").is_dir() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (exp / "model").exists(), "the run finished before it could be killed"
+    exp, rng, resumed_at = tmp_path / "killed", random.Random(7), []
+    for i in range(5):
+        sig = signal.SIGTERM if i % 2 else signal.SIGKILL
+        done = max([int(c.name.split("-")[1]) for c in (exp / "checkpoints").glob("ckpt-*")
+                    if not c.name.endswith(".partial")] or [0])
+        at = rng.randint(done + 1, steps - 10)
+        text, status = _run_until_killed(_train_cmd(data, exp, *common), env, exp / "train.log", at, sig,
+                                         rng.uniform(0.0, 0.1))
+        assert not (exp / "model").exists(), f"fault {i}: the run finished before it could be stopped"
+        resumed_at += [int(s) for s in re.findall(r"resumed from \S+ \(step (\d+)", text)]
+        if sig == signal.SIGTERM:
+            assert status == 143, text[-2000:]
+            m = re.search(r"SIGTERM: training stopped at step (\d+) after saving ([^;\s]+)", text)
+            assert m and int(m.group(1)) >= at and Path(m.group(2)).is_dir(), text[-2000:]
+        else:
+            assert status == -signal.SIGKILL
     again = subprocess.run(_train_cmd(data, exp, *common), env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resumed from" in (exp / "train.log").read_text()
+    assert len(resumed_at) >= 3 and f"training done: {steps} steps" in (exp / "train.log").read_text()
     a, b = _params(tmp_path / "ref/model"), _params(exp / "model")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_non_finite_losses_are_skipped_and_a_run_of_them_stops_training_naming_the_cuts(data, tmp_path,
+                                                                                    monkeypatch):
+    import math
+
+    from xasr.errors import XasrError
+    from xasr.trainer import Trainer, train
+
+    real, calls = Trainer._forward, {"n": 0}
+
+    def poisoned(self, batch):  # the 3rd and 4th updates get a NaN loss
+        out = real(self, batch)
+        calls["n"] += 1
+        return dict(out, loss=out["loss"] * float("nan")) if calls["n"] in (3, 4) else out
+
+    monkeypatch.setattr(Trainer, "_forward", poisoned)
+    exp = tmp_path / "nan"
+    common = ["train.num_epochs=100", "train.save_interval=100", "train.max_bad_steps=3"]
+    out = train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=5", *common)))
+    log = (exp / "train.log").read_text()
+    assert log.count("update skipped") == 2 and "training done: 5 steps" in log and "(2 updates skipped" in log
+    assert all(torch.isfinite(v).all() for v in _params(out).values())
+
+    monkeypatch.setattr(Trainer, "_forward", lambda self, batch: dict(o := real(self, batch),
+                                                                        loss=o["loss"] * math.inf))
+    with pytest.raises(XasrError, match=r"3 updates in a row had a non-finite loss.*on the cuts \S+") as e:
+        train(load_experiment(_overrides(data, tmp_path / "inf", *DETERMINISTIC, "train.max_steps=5", *common)))
+    from lhotse import CutSet
+
+    ids = {c.id for c in CutSet.from_file(data / "f/aishell_cuts_train.jsonl.gz")}
+    named = str(e.value).split("on the cuts ")[1].split(": check")[0].split(" and ")[0].split(", ")
+    assert named and set(named) <= ids
 
 
 def test_two_process_ddp_equals_single_process(data, tmp_path):

@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda"
     num_threads: int = 0  # torch threads per process; 0: torch's default
     tensorboard: bool = True
+    max_bad_steps: int = 5  # updates in a row with a non-finite loss or gradient (each skipped) that stop the run
 
 
 @dataclass

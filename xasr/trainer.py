@@ -8,7 +8,10 @@ final model directory, an average of the last checkpoints), ``train.log``, ``met
 ``loss.png``, tensorboard scalars and ``config.yaml`` (the resolved config).
 
 A rerun with the same exp_dir resumes from the newest checkpoint and gives the same parameters
-as an uninterrupted run. Under torchrun every rank draws the same global batches and keeps its
+as an uninterrupted run. SIGTERM (what batch schedulers send before they kill a job) saves a
+checkpoint after the current update and stops with :class:`~xasr.errors.TrainingTerminated`.
+An update whose loss or gradient is not finite is skipped and counted; ``train.max_bad_steps``
+of them in a row stop the run with an error naming the last batch's cuts. Under torchrun every rank draws the same global batches and keeps its
 share; losses are normalised by the global token count, so N processes compute what one
 process computes with the same global batch.
 """
@@ -21,6 +24,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -32,7 +37,7 @@ from omegaconf import OmegaConf
 
 from xasr.config import ExperimentConfig
 from xasr.data.dataset import AsrDataset, batch_to, make_loader
-from xasr.errors import XasrError
+from xasr.errors import TrainingTerminated, XasrError
 from xasr.models.model import XLLMSpeechModel, save_model_dir
 from xasr.utils.logging import setup_logging
 from xasr.utils.state_io import STRUCTURE as STATE_STRUCTURE, load_state, save_state
@@ -195,6 +200,8 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.metrics: List[dict] = []
+        self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient
+        self.bad_in_row = 0
         self.writer = None
         if tc.tensorboard and self.rank == 0:
             try:
@@ -243,7 +250,8 @@ class Trainer:
                              "step": self.step, "total_steps": self.total_steps,
                              "planned_steps": self.planned_steps, "epoch": self.epoch,
                              "batch_in_epoch": self.batch_in_epoch,
-                             "rng": _rng_state(), "metrics": self.metrics})
+                             "rng": _rng_state(), "metrics": self.metrics,
+                             "skipped_updates": self.skipped_updates})
             if valid_loss is not None:
                 (tmp / VALID_JSON).write_text(json.dumps({"step": self.step, "valid_loss": valid_loss}))
             if final.exists():
@@ -307,6 +315,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.metrics = state["metrics"]
+        self.skipped_updates = state.get("skipped_updates", 0)
         if state.get("planned_steps", self.planned_steps) == self.planned_steps:
             self.total_steps = state.get("total_steps", self.total_steps)  # as fitted to the time budget
         else:  # train.max_steps / num_epochs changed since the checkpoint: the new plan holds
@@ -331,6 +340,23 @@ class Trainer:
         return float(t.item())
 
     def train(self) -> Path:
+        with _SigtermFlag() as term:
+            return self._train(term)
+
+    def _terminated(self, term: "_SigtermFlag") -> bool:
+        """Whether SIGTERM reached any rank (all ranks must stop at the same step)."""
+        return self._global_sum(1.0 if term.raised else 0.0) > 0
+
+    def _stop_on_sigterm(self, term: "_SigtermFlag", saved: bool) -> None:
+        if not self._terminated(term):
+            return
+        if not saved:
+            self.save_checkpoint()
+        self._write_metrics_rank0()
+        raise TrainingTerminated(f"SIGTERM: training stopped at step {self.step} after saving "
+                                 f"{self._ckpt_dir() / f'ckpt-{self.step}'}; run the same command again to resume")
+
+    def _train(self, term: "_SigtermFlag") -> Path:
         tc = self.cfg.train
         self.maybe_resume()
         start, start_step = time.time(), self.step
@@ -350,6 +376,9 @@ class Trainer:
                     continue
                 stats = self._update(pending)
                 pending = []
+                if stats is None:  # skipped: a non-finite loss or gradient
+                    self._stop_on_sigterm(term, saved=False)
+                    continue
                 window["loss"] += stats["loss_sum"]
                 window["tokens"] += stats["tokens"]
                 window["audio"] += stats["audio"]
@@ -357,8 +386,10 @@ class Trainer:
                     self._log_window(window, stats)
                 if tc.max_minutes > 0:
                     fit = self._budget_fit(fit, start, start_step, tc.max_minutes * 60)
-                if self.step % tc.save_interval == 0:
+                saved = self.step % tc.save_interval == 0
+                if saved:
                     self.save_checkpoint()
+                self._stop_on_sigterm(term, saved)
                 if self.step >= self.total_steps:
                     done = True
                 elif tc.max_minutes > 0 and (time.time() - start) / 60 > tc.max_minutes:
@@ -376,8 +407,11 @@ class Trainer:
             if self.writer is not None:
                 self.writer.add_scalar("valid/loss", valid, self.step)
             self.save_checkpoint(valid_loss=valid)
+            self._stop_on_sigterm(term, saved=True)
         wall = time.time() - start
-        logger.info("training done: %d steps in %.1f min; peak memory: %s", self.step, wall / 60, peak_memory())
+        logger.info("training done: %d steps in %.1f min%s; peak memory: %s", self.step, wall / 60,
+                    f" ({self.skipped_updates} updates skipped: non-finite loss)" if self.skipped_updates else "",
+                    peak_memory())
         return self.finish()
 
     def _budget_fit(self, fit: Optional[tuple], start: float, start_step: int, budget: float) -> Optional[tuple]:
@@ -410,7 +444,7 @@ class Trainer:
                         "learning-rate schedule now ends there", per_step, budget / 60, new, self.planned_steps)
             self.total_steps = new
 
-    def _update(self, batches: List[dict]) -> dict:
+    def _update(self, batches: List[dict]) -> Optional[dict]:
         # The loss is summed over tokens and divided by the global token count of the update;
         # DDP averages gradients over ranks, hence the factor world_size.
         loss_sum = 0.0
@@ -428,6 +462,11 @@ class Trainer:
             loss_sum += float(out["loss"].detach())
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    self.cfg.optim.grad_clip)
+        # a NaN / inf loss on any rank makes the (all-reduced) gradient norm non-finite on every rank
+        if not math.isfinite(float(grad_norm)):
+            self._skip_update(batches, loss_sum, float(grad_norm))
+            return None
+        self.bad_in_row = 0
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -438,6 +477,28 @@ class Trainer:
             if k in outs[0]:
                 stats[k] = sum(float(o[k]) for o in outs) / len(outs)
         return stats
+
+    def _skip_update(self, batches: List[dict], loss_sum: float, grad_norm: float) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_updates += 1
+        self.bad_in_row += 1
+        ids = [i for b in batches for i in b["ids"]]
+        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        if self.rank == 0:
+            logger.warning("update skipped after step %d: loss %s, gradient norm %s (%d skipped so far, %d in a "
+                           "row); cuts: %s", self.step, loss_sum, grad_norm, self.skipped_updates, self.bad_in_row,
+                           shown)
+        limit = self.cfg.train.max_bad_steps
+        if limit > 0 and self.bad_in_row >= limit:
+            self._write_metrics_rank0()
+            raise XasrError(f"{self.bad_in_row} updates in a row had a non-finite loss or gradient (train.max_bad_steps"
+                            f"={limit}), the last at step {self.step} on the cuts {shown}: check those cuts' audio "
+                            f"and transcripts, or lower optim.lr; the last good checkpoint is kept in "
+                            f"{self._ckpt_dir()}")
+
+    def _write_metrics_rank0(self) -> None:
+        if self.rank == 0 and self.metrics:
+            self._write_metrics()
 
     def _log_window(self, window: dict, stats: dict) -> None:
         elapsed = time.time() - window["t0"]
@@ -527,6 +588,29 @@ class Trainer:
             for r in rows:
                 w.writerow(r)
         plot_loss_curve(rows, self.exp_dir / "loss.png", title=f"stage {self.cfg.train.stage}")
+
+
+class _SigtermFlag:
+    """Within ``with``: SIGTERM sets ``raised`` instead of killing the process (main thread only;
+    elsewhere the default handling stays). The previous handler comes back on exit."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if not self.raised:
+            logger.warning("SIGTERM received: saving a checkpoint after the current update")
+        self.raised = True
+
+    def __enter__(self) -> "_SigtermFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _valid_loss(ckpt: Path) -> float:

@@ -108,6 +108,22 @@ def test_bad_inputs_fail_alone(asr, tmp_path):
         assert by_id[uid].text == "" and by_id[uid].segments == []
 
 
+def test_a_truncated_wav_is_transcribed_with_a_warning_in_the_results(asr, tmp_path):
+    import json
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, with_silences([speechlike(1.5), speechlike(1.5)], gap=0.3), SR, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes(whole.read_bytes()[:44 + 2 * SR])
+    res = {r.id: r for r in asr.transcribe([whole, tmp_path / "cut.wav"], method="ctc_greedy")}
+    assert res["whole"].ok and res["whole"].warnings == []
+    assert res["cut"].ok and abs(res["cut"].duration - 1.0) < 1e-6
+    assert len(res["cut"].warnings) == 1 and "cut.wav: truncated or damaged WAV" in res["cut"].warnings[0]
+    summary = asr.transcribe_to_dir([tmp_path / "cut.wav"], str(tmp_path / "out"), method="ctc_greedy")
+    assert summary.with_warnings == 1 and summary.failed == 0
+    entry = json.loads((tmp_path / "out/results.jsonl").read_text().splitlines()[0])
+    assert "promises" in entry["warnings"][0] and entry["error"] is None
+
+
 def test_a_segment_the_model_fails_on_fails_only_its_input(asr, monkeypatch):
     inner = asr.model.decode
 

@@ -117,3 +117,37 @@ def test_sox_pipe_as_in_kaldi_wav_scp(tmp_path):
     np.testing.assert_array_equal(piped, direct)
     piped, sr = read_audio_command(f"sox {tmp_path}/a.wav -r 8000 -t wav - |")  # a rate change inside the pipe
     assert sr == 8000 and abs(len(piped) - 5600) <= 1
+
+
+def test_a_truncated_wav_is_read_as_far_as_it_goes_with_a_warning_naming_what_was_promised(tmp_path):
+    from xasr.transcribe.audio import damage_warning
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, sine(200, 3.0, 16000), 16000, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:44 + 2 * 16000])  # the header and 1.0 s of 16-bit samples
+    samples, sr = read_audio_file(str(cut))
+    assert len(samples) == 16000 and sr == 16000
+    msg = damage_warning(str(cut), len(samples))
+    assert msg and "cut.wav: truncated or damaged WAV" in msg and "promises 3.00 s" in msg and "1.00 s were read" in msg
+    assert damage_warning(str(whole), 48000) is None
+    odd = tmp_path / "odd.wav"  # an odd-sized chunk before the data (padded to an even length)
+    sf.write(odd, sine(200, 0.5, 16000), 16000, subtype="PCM_16")
+    raw = odd.read_bytes()
+    extra = b"LIST" + (3).to_bytes(4, "little") + b"abc\x00"
+    odd.write_bytes(raw[:12] + raw[12:36] + extra + raw[36:])
+    assert damage_warning(str(odd), 8000) is None
+    odd.write_bytes(odd.read_bytes()[:-1000])
+    assert "promises 0.50 s" in damage_warning(str(odd), 7500)
+    (tmp_path / "not.wav").write_text("hello")
+    assert damage_warning(str(tmp_path / "not.wav"), 0) is None
+
+
+def test_a_truncated_flac_names_what_its_header_promised(tmp_path):
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32), 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 3])
+    with pytest.raises(AudioError, match=r"cut\.flac: not a readable audio file .*header promises 3\.00 s"):
+        read_audio_file(str(cut))

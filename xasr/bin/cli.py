@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         status = 130
     except (XasrError, FileNotFoundError) as e:  # messages meant for the user: no traceback
         logging.getLogger("xasr").error("%s", e)
-        status = 1
+        status = getattr(e, "exit_status", 1)
     finally:
         record_usage(args.command, argv, start, status)  # with $XASR_USAGE_LOG set (the recipes)
     return status

@@ -64,6 +64,7 @@ class Transcription:
     segments: List[Segment] = field(default_factory=list)
     timing: Dict[str, float] = field(default_factory=dict)  # seconds: load, features, decode
     error: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)  # e.g. a truncated file, transcribed as far as it goes
 
     @property
     def ok(self) -> bool:
@@ -73,7 +74,8 @@ class Transcription:
         return {"id": self.id, "path": self.path, "text": self.text, "duration": round(self.duration, 3),
                 "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
                              for s in self.segments],
-                "timing": {k: round(v, 4) for k, v in self.timing.items()}, "error": self.error}
+                "timing": {k: round(v, 4) for k, v in self.timing.items()}, "error": self.error,
+                "warnings": list(self.warnings)}
 
 
 @dataclass
@@ -85,6 +87,7 @@ class RunSummary:
     transcribed: int = 0
     failed: int = 0
     no_speech: int = 0
+    with_warnings: int = 0  # transcribed, but damaged (e.g. a truncated file): see each result's warnings
     audio_seconds: float = 0.0  # of the inputs transcribed in this run
     wall_seconds: float = 0.0
 
@@ -128,10 +131,11 @@ class _Item:
         sr = MODEL_SAMPLE_RATE
         if self.error:
             return Transcription(id=self.source.id, path=self.source.path, duration=self.duration,
-                                 timing=dict(self.timing), error=self.error)
+                                 timing=dict(self.timing), error=self.error, warnings=list(self.source.warnings))
         segs = [Segment(a / sr, b / sr, (t or "").strip()) for (a, b), t in zip(self.spans, self.texts)]
         return Transcription(id=self.source.id, text=join_texts(s.text for s in segs), path=self.source.path,
-                             duration=self.duration, segments=segs, timing=dict(self.timing))
+                             duration=self.duration, segments=segs, timing=dict(self.timing),
+                             warnings=list(self.source.warnings))
 
 
 class _NoBar:
@@ -288,6 +292,10 @@ class Transcriber:
         summary.transcribed = sum(t.ok for t in finished)
         summary.failed = sum(not t.ok for t in finished)
         summary.no_speech = sum(t.ok and not t.segments for t in finished)
+        summary.with_warnings = sum(t.ok and bool(t.warnings) for t in finished)
+        if summary.with_warnings:
+            logger.warning("%d inputs were transcribed with warnings (damaged files): see \"warnings\" in %s",
+                           summary.with_warnings, Path(out_dir) / "results.jsonl")
         summary.audio_seconds = sum(t.duration for t in finished)
         self._log_speed(finished, summary.wall_seconds)
         return summary

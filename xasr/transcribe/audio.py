@@ -12,13 +12,16 @@ counts them at the end.
 
 Problems a user can fix raise :class:`AudioError` with a message naming the file or command:
 missing or empty file, a file that is not audio, a failing command, no samples, NaN or
-infinite samples.
+infinite samples. A damaged file that still decodes in part (a WAV whose header promises more
+data than the file holds) is decoded, and :func:`damage_warning` says what the header promised
+and what was read.
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
+import struct
 import subprocess
 import threading
 from collections import Counter
@@ -63,8 +66,58 @@ def read_audio_file(path: str) -> Tuple[np.ndarray, int]:
     try:
         samples, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
-        raise AudioError(f"{path}: not a readable audio file ({_short(e)})") from None
+        promised = ""
+        try:  # a header that reads while the data does not: a damaged or truncated file
+            info = sf.info(path)
+            if info.frames > 0 and info.samplerate > 0:
+                promised = (f"; its header promises {info.frames / info.samplerate:.2f} s of audio, so the file "
+                            "is probably truncated or damaged")
+        except Exception:
+            pass
+        raise AudioError(f"{path}: not a readable audio file ({_short(e)}){promised}") from None
     return samples, int(sr)
+
+
+def _wav_data_chunk(head: bytes) -> Optional[Tuple[int, int, int, int]]:
+    """(data offset, data bytes the header declares, bytes per frame, sample rate) of a RIFF
+    WAVE header, or None when it is not one or declares no usable length (streamed WAVs write
+    0 or 0xFFFFFFFF)."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block, rate = 12, 0, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        body = pos + 8
+        if cid == b"fmt " and body + 14 <= len(head):
+            rate = struct.unpack("<I", head[body + 4:body + 8])[0]
+            block = struct.unpack("<H", head[body + 12:body + 14])[0]
+        elif cid == b"data":
+            if size in (0, 0xFFFFFFFF) or block <= 0 or rate <= 0:
+                return None
+            return body, size, block, rate
+        pos = body + size + (size & 1)  # chunks are padded to an even length
+    return None
+
+
+def damage_warning(path: str, frames_read: int) -> Optional[str]:
+    """A message naming what a WAV file's header promised and what the file held, when the two
+    differ (a copy cut short, a full disk); None for a whole file or another format."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    chunk = _wav_data_chunk(head)
+    if chunk is None:
+        return None
+    offset, declared, block, rate = chunk
+    held = max(0, size - offset)
+    if declared <= held:
+        return None
+    return (f"{path}: truncated or damaged WAV: its header promises {declared // block / rate:.2f} s of audio "
+            f"({declared} bytes of data) but the file holds {held} bytes; {frames_read / rate:.2f} s were read "
+            "and transcribed")
 
 
 def read_audio_command(command: str, timeout: Optional[float] = None) -> Tuple[np.ndarray, int]:

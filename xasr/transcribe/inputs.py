@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from xasr.errors import XasrError
-from xasr.transcribe.audio import AudioConverter, AudioError, read_audio_command, read_audio_file
+from xasr.transcribe.audio import AudioConverter, AudioError, damage_warning, read_audio_command, read_audio_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class AudioSource:
     payload: Any = None  # (samples, rate) for arrays, the lhotse cut for cuts
     duration: Optional[float] = None  # seconds, when known without loading
     error: Optional[str] = None  # a problem found while listing
+    warnings: List[str] = field(default_factory=list)  # problems found while loading that did not stop it
 
     def probe_duration(self) -> Optional[float]:
         """The duration in seconds if it can be known cheaply (file header, manifest, array)."""
@@ -66,9 +67,14 @@ class AudioSource:
         """Mono float32 samples at the converter's rate; raises AudioError naming the problem."""
         if self.error:
             raise AudioError(self.error)
+        self.warnings = []
         if self.kind == "file":
             samples, rate = read_audio_file(self.path)
             name = self.path
+            damaged = damage_warning(self.path, len(samples))
+            if damaged:
+                logger.warning("%s", damaged)
+                self.warnings.append(damaged)
         elif self.kind == "command":
             samples, rate = read_audio_command(self.path)
             name = f"command '{self.path}'"
