@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -57,3 +58,16 @@ def test_loss_gradient_reaches_head():
     loss.backward()
     assert h.grad.abs().sum() > 0 and head.proj.weight.grad.abs().sum() > 0
     assert torch.all(h.grad[1, 8:] == 0)  # frames beyond the length get no gradient
+
+
+def test_empty_transcript_prob_is_the_product_of_blank_posteriors_within_lengths():
+    import math
+
+    from xasr.models.ctc import empty_transcript_prob
+
+    p_blank = torch.tensor([[0.9, 0.5, 0.8, 0.1], [0.99, 0.99, 0.2, 0.2]])
+    probs = torch.stack([p_blank, 1 - p_blank], dim=-1)  # (B, T, 2): blank is unit 0
+    got = empty_transcript_prob(probs.log(), torch.tensor([4, 2]))
+    assert got == pytest.approx([0.9 * 0.5 * 0.8 * 0.1, 0.99 * 0.99])  # row 2's padding frames do not count
+    assert empty_transcript_prob(torch.zeros(1, 3, 2), torch.tensor([3])) == [1.0]
+    assert math.isclose(empty_transcript_prob(probs.log()[1:, :2], torch.tensor([2]))[0], got[1], rel_tol=1e-6)

@@ -223,6 +223,27 @@ def test_llm_methods(tiny_llm_model_dir):
         assert r.ok and len(r.segments) == 2 and r.text == join_texts(s.text for s in r.segments)
 
 
+@pytest.mark.slow
+def test_every_method_gives_the_same_text_alone_and_in_a_padded_batch(tiny_llm_model_dir):
+    """Utterances of mixed lengths decoded one at a time and all in one batch (padding up to
+    the longest) give the same texts and the same no_speech_prob, for every decoding method."""
+    from xasr.models.model import DECODING_METHODS
+
+    asr = Transcriber.from_pretrained(str(tiny_llm_model_dir), threads=1, vad=WHOLE)
+    inputs = [(speechlike(d, seed=i), SR) for i, d in enumerate([0.6, 2.3, 1.1, 3.0, 1.7])]
+    for method in DECODING_METHODS:
+        calls = Calls(asr.model, pytest.MonkeyPatch())
+        alone = asr.transcribe(inputs, method=method, max_batch_seconds=0.1)
+        assert [len(b) for b in calls.batches] == [1] * len(inputs)
+        calls.batches.clear()
+        together = asr.transcribe(inputs, method=method, max_batch_seconds=100.0)
+        assert [len(b) for b in calls.batches] == [len(inputs)], method
+        assert [r.text for r in together] == [r.text for r in alone], method
+        for a, b in zip(alone, together):
+            assert a.ok and 0.0 <= a.segments[0].no_speech_prob <= 1.0
+            assert b.segments[0].no_speech_prob == pytest.approx(a.segments[0].no_speech_prob, rel=1e-4, abs=1e-9)
+
+
 def test_the_package_exports_the_api_lazily():
     import subprocess
     import sys

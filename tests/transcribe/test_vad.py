@@ -37,6 +37,19 @@ def test_silence_and_steady_noise_have_no_speech():
     assert segment_speech(click, SR) == []
 
 
+def test_steady_music_has_no_speech():
+    """Sustained notes with harmonics that change pitch every 0.5 s at one loudness: the energy
+    never rises above its own floor, so nothing reaches the model."""
+    rng = np.random.default_rng(3)
+    t = np.arange(6 * SR) / SR
+    x = np.zeros_like(t)
+    for i, k in enumerate(rng.integers(0, 24, size=12)):
+        on = (t >= i * 0.5) & (t < (i + 1) * 0.5)
+        for h in (1, 2, 3):
+            x[on] += 0.1 / h * np.sin(2 * np.pi * 220 * 2 ** (k / 12) * h * t[on])
+    assert segment_speech(x.astype(np.float32), SR) == []
+
+
 def test_speech_between_pauses_is_found_with_padding():
     x = with_silences([speechlike(2.0, seed=1), speechlike(3.0, seed=2)], gap=1.0)  # speech at 1-3 s, 4-7 s
     segs = secs(segment_speech(x, SR))

@@ -15,10 +15,19 @@ from __future__ import annotations
 
 from typing import List
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 BLANK_ID = 0
+
+
+def empty_transcript_prob(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[float]:
+    """exp(sum over the first ``lens[b]`` frames of log P(blank)) for each row b: the CTC
+    probability of the empty label sequence."""
+    blank = log_probs[..., blank_id].float()  # (B, T)
+    valid = torch.arange(blank.shape[1], device=blank.device)[None, :] < lens[:, None].to(blank.device)
+    return torch.exp((blank * valid).sum(dim=1)).tolist()
 
 
 def ctc_greedy_decode(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[List[int]]:
@@ -53,3 +62,8 @@ class CtcHead(nn.Module):
 
     def greedy_decode(self, log_probs: Tensor, lens: Tensor) -> List[List[int]]:
         return ctc_greedy_decode(log_probs, lens, self.blank_id)
+
+    def no_speech_prob(self, log_probs: Tensor, lens: Tensor) -> List[float]:
+        """Per utterance, the probability that its transcript is empty: every frame blank
+        (the product of the blank posteriors over its ``lens`` frames)."""
+        return empty_transcript_prob(log_probs, lens, self.blank_id)

@@ -432,7 +432,8 @@ class XLLMSpeechModel(nn.Module):
         head's prefix probabilities (:mod:`xasr.decoding.joint_ctc`, ``joint_*`` settings).
         ``ctc_beam`` is the CTC head's prefix beam search, ``llm_rescore`` its N-best rescored by
         the LLM (:mod:`xasr.decoding.rescore`, ``ctc_beam_size`` and ``rescore_*`` settings). The
-        work done is left in ``last_decode_stats`` (a ``DecodeStats``).
+        work done is left in ``last_decode_stats`` (a ``DecodeStats``), and each utterance's
+        ``no_speech_prob`` (the CTC head's probability of an empty transcript) in ``last_no_speech``.
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
                                                head_confidence, speculative_decode)
@@ -441,8 +442,10 @@ class XLLMSpeechModel(nn.Module):
             raise ValueError(f"unknown decoding method {method!r}; choose from {DECODING_METHODS}")
         h, h_lens = self.encode_batch(batch)
         self.last_decode_stats = DecodeStats(utterances=int(h.shape[0]))
+        ctc_log_probs = self.ctc(h)
+        self.last_no_speech = self.ctc.no_speech_prob(ctc_log_probs, h_lens)
         if method == "ctc_greedy":
-            return [units.decode(u) for u in self.ctc.greedy_decode(self.ctc(h), h_lens)]
+            return [units.decode(u) for u in self.ctc.greedy_decode(ctc_log_probs, h_lens)]
         if method == "ctc_beam":
             return [units.decode(list(nb[0][0])) if nb else "" for nb in self.ctc_nbest(h, h_lens, units)]
         cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens))
@@ -463,7 +466,7 @@ class XLLMSpeechModel(nn.Module):
         if method == "llm_ctc":
             from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
 
-            log_probs = self.ctc(h).float().cpu().numpy()  # (B, T, V)
+            log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
             if getattr(self, "_unit_map", None) is None or self._unit_map.sp is not units:
                 self._unit_map = UnitMap(units, self.llm.tokenizer, self.cfg.llm.target_case)
             emb, mask = self.llm.generation_inputs(rows, images)
@@ -476,7 +479,7 @@ class XLLMSpeechModel(nn.Module):
                 repeat_ngram=self.cfg.repeat_ngram, blank=self.ctc.blank_id, stats=self.last_decode_stats)
         elif method in ("llm_speculative", "llm_fast"):
             if self.cfg.speculative_draft == "ctc":
-                log_probs = self.ctc(h)  # (B, T, V)
+                log_probs = ctc_log_probs  # (B, T, V)
                 draft_texts = [units.decode(u) for u in self.ctc.greedy_decode(log_probs, h_lens)]
                 confidence = head_confidence(log_probs, h_lens)
             elif self.cfg.speculative_draft == "cif":

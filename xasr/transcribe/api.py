@@ -53,6 +53,7 @@ class Segment:
     start: float  # seconds from the start of the input
     end: float
     text: str
+    no_speech_prob: Optional[float] = None  # the CTC head's probability that the segment holds no speech
 
 
 @dataclass
@@ -72,7 +73,8 @@ class Transcription:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "path": self.path, "text": self.text, "duration": round(self.duration, 3),
-                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
+                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+                              "no_speech_prob": None if s.no_speech_prob is None else round(s.no_speech_prob, 4)}
                              for s in self.segments],
                 "timing": {k: round(v, 4) for k, v in self.timing.items()}, "error": self.error,
                 "warnings": list(self.warnings)}
@@ -123,6 +125,7 @@ class _Item:
         self.duration = source.duration or 0.0
         self.spans: List[Tuple[int, int]] = []  # speech segments in samples
         self.texts: List[Optional[str]] = []
+        self.no_speech: List[Optional[float]] = []
         self.remaining = 0
         self.timing = {"load": 0.0, "features": 0.0, "decode": 0.0}
         self.error: Optional[str] = None
@@ -132,7 +135,8 @@ class _Item:
         if self.error:
             return Transcription(id=self.source.id, path=self.source.path, duration=self.duration,
                                  timing=dict(self.timing), error=self.error, warnings=list(self.source.warnings))
-        segs = [Segment(a / sr, b / sr, (t or "").strip()) for (a, b), t in zip(self.spans, self.texts)]
+        segs = [Segment(a / sr, b / sr, (t or "").strip(), p)
+                for (a, b), t, p in zip(self.spans, self.texts, self.no_speech)]
         return Transcription(id=self.source.id, text=join_texts(s.text for s in segs), path=self.source.path,
                              duration=self.duration, segments=segs, timing=dict(self.timing),
                              warnings=list(self.source.warnings))
@@ -384,6 +388,7 @@ class Transcriber:
             item.feats = [self._features(samples[a:b]) for a, b in item.spans]
             item.timing["features"] = time.time() - t1
             item.texts = [None] * len(item.spans)
+            item.no_speech = [None] * len(item.spans)
             item.remaining = len(item.spans)
         except AudioError as e:
             item.error = str(e)
@@ -465,8 +470,10 @@ class Transcriber:
             item.texts[k] = ""
             return
         total = sum(durs)
-        for (item, k), text, d in zip(chosen, texts, durs):
+        no_speech = getattr(self.model, "last_no_speech", None) or [None] * len(chosen)
+        for (item, k), text, d, p in zip(chosen, texts, durs, no_speech):
             item.texts[k] = text
+            item.no_speech[k] = p
             item.timing["decode"] += wall * d / max(total, 1e-9)
 
     def _log_speed(self, finished: List[Transcription], wall: float) -> None:
