@@ -42,6 +42,34 @@ def test_decode_refuses_bad_rescoring_options_before_loading_anything(tmp_path, 
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--normalizer", "english_wrd"], "--normalizer: unknown normalizer 'english_wrd'"),
+    (["--max-duration", "0"], "--max-duration must be > 0, not 0.0"),
+    (["--repeat-ngram", "-2"], "--repeat-ngram (0: off) must be >= 0, not -2"),
+    (["--cuts", "dev=missing.jsonl.gz"], "--cuts dev=missing.jsonl.gz: no such cut manifest"),
+    ([], "--model-dir {tmp}/none: no such model directory"),
+])
+def test_decode_checks_values_and_paths_before_loading_anything(tmp_path, capsys, extra, message):
+    cuts = tmp_path / "dev.jsonl.gz"
+    cuts.write_bytes(b"")
+    args = ["decode", "--model-dir", str(tmp_path / "none"), "--cuts", f"dev={cuts}", "--out-dir",
+            str(tmp_path / "out"), "--methods", "ctc_greedy"]
+    if extra[:1] == ["--cuts"]:
+        args[args.index("--cuts") + 1] = extra[1]
+        extra = []
+    assert main(args + extra) == 1
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_transcribe_checks_the_model_dir_and_numbers_before_loading(tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half/config.yaml").write_text("model: {}\n")
+    assert main(["transcribe", "--model-dir", str(tmp_path / "half"), "--method", "ctc_greedy", "a.wav"]) == 1
+    assert "is not an xasr model directory: model.safetensors is missing" in capsys.readouterr().err
+    assert main(["transcribe", "--model-dir", str(tmp_path / "half"), "--max-segment", "-1", "a.wav"]) == 1
+    assert "--max-segment must be > 0, not -1.0" in capsys.readouterr().err
+
+
 def test_transcribe_refuses_an_unknown_method_before_loading_the_model(tmp_path, capsys):
     # the model directory does not exist: the method is what must be named
     assert main(["transcribe", "--model-dir", str(tmp_path / "none"), "--method", "llm_gredy", "a.wav"]) == 1

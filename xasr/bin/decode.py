@@ -63,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from xasr.benchmark.testsets import parse_named
 
+    from xasr.bin.options import check_files, check_normalizer, check_positive
+    from xasr.models.model import check_model_dir
+
     sets = parse_named(args.cuts, "--cuts")
+    check_normalizer(args.normalizer)
+    check_positive(args.max_duration, "--max-duration")
+    check_positive(args.threads, "--threads", allow_zero=True)
+    check_positive(args.repeat_ngram, "--repeat-ngram (0: off)", allow_zero=True)
     if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
         raise XasrError(f"--ctc-weight must be in [0, 1], not {args.ctc_weight}")
     check_methods(args.methods, "--methods")
@@ -73,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise XasrError("--tune-rescore-on chooses llm_rescore's weights: add llm_rescore to --methods")
     if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
         raise XasrError(f"--tune-rescore-on {args.tune_rescore_on}: no such set among --cuts ({', '.join(sets)})")
+    check_files(sets, "--cuts")
+    check_model_dir(args.model_dir, "--model-dir")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     if args.repeat_ngram is not None:
-        if args.repeat_ngram < 0:
-            raise XasrError(f"--repeat-ngram must be >= 0 (0: off), not {args.repeat_ngram}")
         model.cfg.repeat_ngram = args.repeat_ngram
     model.set_ctc_weights(args.ctc_weight, args.length_bonus)
     model.set_lm_weights(args.lm_weight, args.lm_bonus)

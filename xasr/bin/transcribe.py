@@ -58,11 +58,18 @@ def run(args: argparse.Namespace) -> int:
     from xasr.transcribe.vad import VadConfig
     from xasr.transcribe.writers import kaldi_line
 
-    from xasr.models.model import check_methods
+    from xasr.bin.options import check_positive
+    from xasr.models.model import check_methods, check_model_dir
 
     check_methods([args.method], "--method")  # before the model (and its LLM) is loaded
+    for option, value in (("--max-batch-seconds", args.max_batch_seconds), ("--max-segment", args.max_segment),
+                          ("--min-silence", args.min_silence)):
+        check_positive(value, option)
+    check_positive(args.threads, "--threads", allow_zero=True)
+    check_positive(args.vad_pad, "--vad-pad", allow_zero=True)
     if args.srt and not args.out_dir:
         raise XasrError("--srt needs --out-dir")
+    check_model_dir(args.model_dir, "--model-dir")
     vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,
                     rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
     asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,

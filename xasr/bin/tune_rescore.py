@@ -50,9 +50,17 @@ def run(args: argparse.Namespace) -> int:
         raise XasrError(f"--ctc-weights must lie in [0, 1], got {args.ctc_weights}")
     if args.nbest is not None and args.nbest < 1:
         raise XasrError(f"--nbest must be at least 1, not {args.nbest}")
+    from xasr.bin.options import check_files, check_normalizer, check_positive
+    from xasr.models.model import check_model_dir
+
+    sets = parse_named(args.cuts, "--cuts")
+    check_files(sets, "--cuts")
+    check_model_dir(args.model_dir, "--model-dir")
+    check_normalizer(args.normalizer)
+    check_positive(args.max_duration, "--max-duration")
+    check_positive(args.threads, "--threads", allow_zero=True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    sets = parse_named(args.cuts, "--cuts")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     if args.nbest is not None:
         model.cfg.ctc_beam_size = args.nbest

@@ -689,6 +689,18 @@ def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
                         "Use the same settings as the model it starts from")
 
 
+def check_model_dir(model_dir: str, option: str = "") -> Path:
+    """Refuse a path that is not a model directory (without loading anything); returns it."""
+    d = Path(model_dir)
+    where = f"{option} {d}" if option else str(d)
+    if not d.is_dir():
+        raise XasrError(f"{where}: no such model directory")
+    for f in (WEIGHTS, CONFIG, UNITS, FROZEN):
+        if not (d / f).is_file():
+            raise XasrError(f"{where} is not an xasr model directory: {f} is missing")
+    return d
+
+
 def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",
                    check_frozen: bool = True):
     """Rebuild a trained model from its directory; returns (model, cfg, sentencepiece processor).
@@ -700,10 +712,7 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
-    d = Path(model_dir)
-    for f in (WEIGHTS, CONFIG, UNITS, FROZEN):
-        if not (d / f).is_file():
-            raise XasrError(f"{d} is not an xasr model directory: {f} is missing")
+    d = check_model_dir(model_dir)
     from xasr.config import experiment_from_yaml
 
     cfg = experiment_from_yaml(d / CONFIG)
