@@ -60,14 +60,12 @@ def test_loss_gradient_reaches_head():
     assert torch.all(h.grad[1, 8:] == 0)  # frames beyond the length get no gradient
 
 
-def test_empty_transcript_prob_is_the_product_of_blank_posteriors_within_lengths():
-    import math
+def test_no_speech_prob_is_the_lowest_blank_posterior_within_lengths():
+    from xasr.models.ctc import min_blank_prob
 
-    from xasr.models.ctc import empty_transcript_prob
-
-    p_blank = torch.tensor([[0.9, 0.5, 0.8, 0.1], [0.99, 0.99, 0.2, 0.2]])
+    p_blank = torch.tensor([[0.9, 0.5, 0.8, 0.7], [0.99, 0.95, 0.2, 0.1]])
     probs = torch.stack([p_blank, 1 - p_blank], dim=-1)  # (B, T, 2): blank is unit 0
-    got = empty_transcript_prob(probs.log(), torch.tensor([4, 2]))
-    assert got == pytest.approx([0.9 * 0.5 * 0.8 * 0.1, 0.99 * 0.99])  # row 2's padding frames do not count
-    assert empty_transcript_prob(torch.zeros(1, 3, 2), torch.tensor([3])) == [1.0]
-    assert math.isclose(empty_transcript_prob(probs.log()[1:, :2], torch.tensor([2]))[0], got[1], rel_tol=1e-6)
+    assert min_blank_prob(probs.log(), torch.tensor([4, 2])) == pytest.approx([0.5, 0.95])  # padding ignored
+    assert min_blank_prob(probs.log(), torch.tensor([4, 0])) == pytest.approx([0.5, 1.0])  # no frame: nothing said
+    assert min_blank_prob(torch.zeros(1, 0, 2), torch.tensor([0])) == [1.0]
+    assert CtcHead(4, 2).no_speech_prob(probs.log(), torch.tensor([4, 4])) == pytest.approx([0.5, 0.1])

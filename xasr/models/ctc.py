@@ -22,12 +22,15 @@ from torch import Tensor, nn
 BLANK_ID = 0
 
 
-def empty_transcript_prob(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[float]:
-    """exp(sum over the first ``lens[b]`` frames of log P(blank)) for each row b: the CTC
-    probability of the empty label sequence."""
-    blank = log_probs[..., blank_id].float()  # (B, T)
-    valid = torch.arange(blank.shape[1], device=blank.device)[None, :] < lens[:, None].to(blank.device)
-    return torch.exp((blank * valid).sum(dim=1)).tolist()
+def min_blank_prob(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[float]:
+    """For each row b, the lowest blank posterior over its first ``lens[b]`` frames: 1 - the
+    non-blank mass of the frame most likely to hold a unit. Near 0 when some frame is confidently
+    not blank (speech), near 1 when every frame is blank (nothing said). An empty row gives 1."""
+    if log_probs.shape[1] == 0:
+        return [1.0] * log_probs.shape[0]
+    blank = log_probs[..., blank_id].float().exp()  # (B, T)
+    pad = torch.arange(blank.shape[1], device=blank.device)[None, :] >= lens[:, None].to(blank.device)
+    return blank.masked_fill(pad, 1.0).amin(dim=1).clamp(0.0, 1.0).tolist()
 
 
 def ctc_greedy_decode(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID) -> List[List[int]]:
@@ -64,6 +67,6 @@ class CtcHead(nn.Module):
         return ctc_greedy_decode(log_probs, lens, self.blank_id)
 
     def no_speech_prob(self, log_probs: Tensor, lens: Tensor) -> List[float]:
-        """Per utterance, the probability that its transcript is empty: every frame blank
-        (the product of the blank posteriors over its ``lens`` frames)."""
-        return empty_transcript_prob(log_probs, lens, self.blank_id)
+        """Per utterance, how sure the head is that nothing is said: the lowest blank posterior over
+        its frames (:func:`min_blank_prob`)."""
+        return min_blank_prob(log_probs, lens, self.blank_id)

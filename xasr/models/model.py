@@ -433,7 +433,7 @@ class XLLMSpeechModel(nn.Module):
         ``ctc_beam`` is the CTC head's prefix beam search, ``llm_rescore`` its N-best rescored by
         the LLM (:mod:`xasr.decoding.rescore`, ``ctc_beam_size`` and ``rescore_*`` settings). The
         work done is left in ``last_decode_stats`` (a ``DecodeStats``), and each utterance's
-        ``no_speech_prob`` (the CTC head's probability of an empty transcript) in ``last_no_speech``.
+        ``no_speech_prob`` (the CTC head's lowest blank posterior) in ``last_no_speech``.
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
                                                head_confidence, speculative_decode)

@@ -53,7 +53,7 @@ class Segment:
     start: float  # seconds from the start of the input
     end: float
     text: str
-    no_speech_prob: Optional[float] = None  # the CTC head's probability that the segment holds no speech
+    no_speech_prob: Optional[float] = None  # the CTC head's lowest blank posterior in the segment
 
 
 @dataclass
