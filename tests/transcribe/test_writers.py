@@ -43,11 +43,12 @@ def test_outputs(asr, tmp_path):
     assert [e["id"] for e in entries] == ["bad", "utt00", "utt01", "utt02"]  # input order (sorted listing)
     bad, first = entries[0], entries[1]
     assert "bad.wav: not a readable audio file" in bad["error"] and bad["text"] == ""
-    assert set(first) == {"id", "path", "text", "duration", "segments", "timing", "error"}
-    assert first["error"] is None and first["path"] == str(audio / "utt00.wav")
+    assert set(first) == {"id", "path", "text", "duration", "segments", "timing", "error", "warnings"}
+    assert first["error"] is None and first["warnings"] == [] and first["path"] == str(audio / "utt00.wav")
     assert first["duration"] == pytest.approx(1.8) and set(first["timing"]) == {"load", "features", "decode"}
     seg = first["segments"][0]
     assert seg["start"] == pytest.approx(0.19, abs=0.02) and seg["end"] == pytest.approx(1.61, abs=0.02)
+    assert 0.0 <= seg["no_speech_prob"] <= 1.0
     assert lines(out / "text") == [kaldi_line(e).rstrip("\n") for e in entries[1:]]
     start, end = (int(round(seg[k] * 1000)) for k in ("start", "end"))
     assert (out / "srt/utt00.srt").read_text() == \
