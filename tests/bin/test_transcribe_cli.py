@@ -52,6 +52,8 @@ def test_prints_kaldi_lines_without_out_dir(tiny_model_dir, audio, capsys):
 
 def test_usage_errors_exit_1(tiny_model_dir, audio, tmp_path, capsys):
     cases = [(["--method", "beam9"], "unknown decoding method 'beam9'"), (["--srt"], "--srt needs --out-dir"),
+             (["--output-format", "txt"], "--output-format needs --out-dir"),
+             (["--output-format", "docx", "--out-dir", str(tmp_path / "o")], "unknown format 'docx'"),
              (["--max-segment", "0.05"], "too short for the encoder"), (["--device", "tpu"], "use cpu, cuda")]
     for extra, message in cases:
         assert main(["transcribe", "--model-dir", str(tiny_model_dir), *extra, str(audio)]) == 1
@@ -59,6 +61,22 @@ def test_usage_errors_exit_1(tiny_model_dir, audio, tmp_path, capsys):
         assert message in err and "Traceback" not in err
     assert main(["transcribe", "--model-dir", str(tmp_path), str(audio)]) == 1
     assert "is not an xasr model directory" in capsys.readouterr().err
+
+
+def test_paths_from_stdin_and_output_formats(tiny_model_dir, audio, tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{audio}/u0.flac\n\n{audio}/u2.flac\n"))
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--method", "cif_greedy", "--out-dir", str(out),
+                 "--output-format", "txt,vtt", "--output-format", "srt", "--output-format", "tsv,json", "--no-progress",
+                 "-", str(audio / "u1.flac")]) == 0
+    ids = [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert ids == ["u0", "u2", "u1"]  # stdin's paths where - stands, in order
+    for fmt in ("txt", "vtt", "srt", "tsv", "json"):
+        assert sorted(p.name for p in (out / fmt).iterdir()) == [f"u{k}.{fmt}" for k in range(3)]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "-"]) == 1
 
 
 @pytest.mark.slow

@@ -151,3 +151,29 @@ def test_a_truncated_flac_names_what_its_header_promised(tmp_path):
     cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 3])
     with pytest.raises(AudioError, match=r"cut\.flac: not a readable audio file .*header promises 3\.00 s"):
         read_audio_file(str(cut))
+
+
+def _encode_with_av(path, fmt: str, codec: str, x: np.ndarray, rate: int) -> None:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        stream = c.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            c.mux(packet)
+
+
+@pytest.mark.parametrize("name, fmt, codec, rate", [("a.m4a", "mp4", "aac", 16000), ("a.webm", "webm", "libopus", 48000),
+                                                   ("a.aac", "adts", "aac", 22050)])
+def test_containers_soundfile_cannot_read_are_decoded_with_pyav(tmp_path, name, fmt, codec, rate):
+    x = sine(440, 1.0, rate, amp=0.3)
+    _encode_with_av(tmp_path / name, fmt, codec, x, rate)
+    samples, sr = read_audio_file(str(tmp_path / name))
+    assert sr == rate and samples.shape[1] == 1 and abs(len(samples) / sr - 1.0) < 0.1  # codec priming/padding
+    assert abs(peak_hz(samples[:, 0], sr) - 440) < 5 and 0.2 < np.abs(samples).max() < 0.4
+    mono16k = AudioConverter().convert(samples, sr, name)
+    assert abs(len(mono16k) / 16000 - len(samples) / sr) < 1e-3
+    piped, sr2 = read_audio_command(f"cat {tmp_path / name} |")  # bytes on stdout go the same way
+    assert sr2 == sr and len(piped) == len(samples)

@@ -113,3 +113,41 @@ def test_srt_format():
     assert kaldi_line({"id": "a", "text": "x\ny  z "}) == "a x y z\n"
     assert kaldi_line({"id": "a", "text": ""}) == "a\n"
 
+
+
+def test_each_output_format_of_an_entry():
+    from xasr.transcribe.writers import format_entry, output_formats
+
+    entry = {"id": "talk", "text": "hello there world", "segments": [
+        {"start": 0.2, "end": 1.5, "text": "hello there"}, {"start": 2.0, "end": 2.5, "text": ""},
+        {"start": 3661.0044, "end": 3662.5, "text": " world\n"}]}
+    assert format_entry(entry, "txt") == "hello there\nworld\n"
+    assert format_entry(entry, "srt") == ("1\n00:00:00,200 --> 00:00:01,500\nhello there\n\n"
+                                          "2\n01:01:01,004 --> 01:01:02,500\nworld\n")
+    assert format_entry(entry, "vtt") == ("WEBVTT\n\n00:00:00.200 --> 00:00:01.500\nhello there\n\n"
+                                          "01:01:01.004 --> 01:01:02.500\nworld\n\n")
+    assert format_entry(entry, "tsv") == "start\tend\ttext\n200\t1500\thello there\n3661004\t3662500\tworld\n"
+    assert json.loads(format_entry(entry, "json")) == entry
+    assert output_formats(["all"]) == ["txt", "vtt", "srt", "tsv", "json"]
+    assert output_formats(["json", "srt"]) == ["srt", "json"]
+    with pytest.raises(XasrError, match="unknown format 'docx'"):
+        output_formats(["docx"])
+
+
+def test_output_formats_are_written_per_input_and_added_on_resume(asr, tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for k in range(2):
+        sf.write(audio / f"utt{k}.wav", with_silences([speechlike(1.0, seed=k)], gap=0.3), SR)
+    out = tmp_path / "out"
+    asr.transcribe_to_dir([audio], str(out), method="cif_greedy", formats=["txt", "json"], progress=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == [
+        "json/utt0.json", "json/utt1.json", "txt/utt0.txt", "txt/utt1.txt"]
+    entry = json.loads((out / "json/utt0.json").read_text())
+    assert entry["id"] == "utt0" and (out / "txt/utt0.txt").read_text().strip() == entry["text"]
+    # a second run with more formats writes them for the inputs kept, redoing no decoding
+    s = asr.transcribe_to_dir([audio], str(out), method="cif_greedy", formats=["all"], progress=False)
+    assert s.skipped == 2 and s.transcribed == 0
+    for fmt in ("vtt", "srt", "tsv"):
+        assert (out / fmt / f"utt1.{fmt}").is_file()
+    assert (out / "vtt/utt1.vtt").read_text().startswith("WEBVTT\n")

@@ -4,17 +4,20 @@ Usage:
   xasr transcribe --model-dir exp/stage2/model --out-dir exp/transcribe download/librispeech_synth/test-clean
   xasr transcribe --model-dir exp/stage2/model a.wav b.flac          # prints "<id> <text>" lines
   xasr transcribe --model-dir exp/stage2/model --method ctc_greedy --srt --out-dir out data/test/wav.scp
+  xasr transcribe --model-dir exp/stage2/model --output-format all --out-dir out talk.m4a clip.webm
+  find /data -name '*.mp3' | xasr transcribe --model-dir exp/stage2/model --out-dir out -
   xasr transcribe --model-dir exp/stage2/model --device cuda --max-batch-seconds 600 --out-dir exp/tr-test \\
       data/manifests/librispeech_cuts_test-clean.jsonl.gz
 
-Inputs: audio files (anything soundfile reads, any rate and channel count: down-mixed and
-resampled to 16 kHz), folders (searched recursively for audio files), Kaldi wav.scp lists
+Inputs: audio files (anything soundfile reads, and m4a, mp4, webm, aac, ... through PyAV; any
+rate and channel count: down-mixed and resampled to 16 kHz), - for a list of paths on stdin, folders (searched recursively for audio files), Kaldi wav.scp lists
 (paths, or commands ending in '|' that write an audio file to stdout), lhotse cut or
 recording manifests (*.jsonl.gz; cut ids kept). Long audio is cut at pauses by an energy VAD
 into segments of at most --max-segment seconds; audio without speech gets empty text.
 
 With --out-dir: results.jsonl (id, path, text, duration, segments with times, timing, error),
-text (Kaldi "<id> <text>"), srt/<id>.srt (with --srt) and settings.json, written as each input
+text (Kaldi "<id> <text>"), <format>/<id>.<format> for each --output-format (txt, vtt, srt,
+tsv, json or all; --srt is --output-format srt) and settings.json, written as each input
 finishes. Run the same command again to resume: finished inputs are skipped, failed ones
 tried again. Without --out-dir the "<id> <text>" lines go to stdout.
 
@@ -25,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import List
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="audio files, folders, wav.scp lists, lhotse manifests")
+    p.add_argument("inputs", nargs="+",
+                   help="audio files, folders, wav.scp lists, lhotse manifests; - reads paths from stdin, one per line")
     p.add_argument("--model-dir", required=True, help="a model directory made by `xasr train`")
     p.add_argument("--models-dir", default=None, help="where the frozen pretrained models are installed")
     p.add_argument("--out-dir", default=None, help="write results.jsonl, text (and srt/) here; resumable")
@@ -37,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-seconds", type=float, default=60.0, help="seconds of audio per batch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--srt", action="store_true", help="also write srt/<id>.srt subtitles (needs --out-dir)")
+    p.add_argument("--output-format", action="append", default=[], metavar="FORMAT",
+                   help="also write <FORMAT>/<id>.<FORMAT> per input: txt, vtt, srt, tsv, json or all; "
+                        "several as srt,vtt or by repeating the option (needs --out-dir)")
+    p.add_argument("--srt", action="store_true", help="the same as --output-format srt")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     v = p.add_argument_group("segmentation (energy VAD; see xasr/transcribe/vad.py)")
@@ -67,21 +75,26 @@ def run(args: argparse.Namespace) -> int:
         check_positive(value, option)
     check_positive(args.threads, "--threads", allow_zero=True)
     check_positive(args.vad_pad, "--vad-pad", allow_zero=True)
-    if args.srt and not args.out_dir:
-        raise XasrError("--srt needs --out-dir")
+    from xasr.transcribe.writers import output_formats
+
+    formats = output_formats([f for arg in args.output_format for f in arg.split(",") if f]
+                             + (["srt"] if args.srt else []))
+    if formats and not args.out_dir:
+        raise XasrError(f"--{'srt' if args.srt else 'output-format'} needs --out-dir")
+    inputs = _with_stdin(args.inputs)
     check_model_dir(args.model_dir, "--model-dir")
     vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,
                     rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
     asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,
                                       threads=args.threads, vad=vad)
     if args.out_dir:
-        s = asr.transcribe_to_dir(args.inputs, args.out_dir, method=args.method,
-                                  max_batch_seconds=args.max_batch_seconds, srt=args.srt,
+        s = asr.transcribe_to_dir(inputs, args.out_dir, method=args.method,
+                                  max_batch_seconds=args.max_batch_seconds, formats=formats,
                                   overwrite=args.overwrite, progress=not args.no_progress)
         failed = s.failed
     else:
         failed = 0
-        for t in asr.iter_transcribe(list_inputs(args.inputs), args.method, args.max_batch_seconds,
+        for t in asr.iter_transcribe(list_inputs(inputs), args.method, args.max_batch_seconds,
                                      progress=not args.no_progress):
             if t.ok:
                 sys.stdout.write(kaldi_line(t.to_dict()))
@@ -89,3 +102,18 @@ def run(args: argparse.Namespace) -> int:
             else:
                 failed += 1
     return 2 if failed else 0
+
+
+def _with_stdin(inputs: List[str]) -> List[str]:
+    """``-`` stands for the paths on standard input, one per line (blank lines skipped)."""
+    if "-" not in inputs:
+        return list(inputs)
+    from xasr.errors import XasrError
+
+    listed = [line.strip() for line in sys.stdin if line.strip()]
+    if not listed:
+        raise XasrError("-: no paths on standard input")
+    out: List[str] = []
+    for item in inputs:
+        out.extend(listed if item == "-" else [item])
+    return out

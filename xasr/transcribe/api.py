@@ -270,15 +270,18 @@ class Transcriber:
 
     def transcribe_to_dir(self, inputs: Sequence[Any], out_dir: str, method: str = "llm_greedy",
                           max_batch_seconds: float = 60.0, srt: bool = False, overwrite: bool = False,
+                          formats: Sequence[str] = (),
                           progress: bool = True) -> RunSummary:
-        """Transcribe into ``out_dir`` (results.jsonl, text, srt/), skipping inputs an earlier
-        run finished there; see :mod:`xasr.transcribe.writers`."""
+        """Transcribe into ``out_dir`` (results.jsonl, text and a file per input in each of
+        ``formats``: txt, vtt, srt, tsv, json or all; ``srt=True`` adds srt), skipping inputs an
+        earlier run finished there; see :mod:`xasr.transcribe.writers`."""
         from xasr.transcribe.writers import OutputDir
 
         self.check_method(method)
         self.check_vad()
         sources = list_inputs(inputs)
-        out = OutputDir(out_dir, self.settings(method), srt=srt, overwrite=overwrite)
+        out = OutputDir(out_dir, self.settings(method), formats=[*formats, *(["srt"] if srt else [])],
+                        overwrite=overwrite)
         todo = [s for s in sources if s.id not in out.done]
         summary = RunSummary(inputs=len(sources), skipped=len(sources) - len(todo))
         logger.info("%d inputs: %d already done in %s, %d to transcribe with %s", len(sources), summary.skipped,

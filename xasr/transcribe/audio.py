@@ -1,6 +1,8 @@
-"""Audio loading for transcription: any file soundfile reads, piped commands, arrays, lhotse cuts.
+"""Audio loading for transcription: any file soundfile or PyAV reads, piped commands, arrays, lhotse cuts.
 
-In: a path (wav, flac, ogg, mp3, ... at any sample rate, bit depth and channel count), a Kaldi
+In: a path (wav, flac, ogg, mp3 through soundfile; m4a, mp4, webm, opus, aac and any other
+container and codec FFmpeg decodes through PyAV when soundfile cannot; any sample rate, bit
+depth and channel count), a Kaldi
 ``wav.scp`` command (``sox in.wav -t wav - |``, whose standard output must be an audio file),
 an array with its sample rate, or a lhotse cut.
 Out: one channel of float32 samples in [-1, 1] at the model's rate (16 kHz).
@@ -40,6 +42,42 @@ class AudioError(XasrError):
     """An input that cannot be turned into samples; the message names it and the problem."""
 
 
+def decode_with_av(source, name: str) -> Tuple[np.ndarray, int]:
+    """Decode the first audio stream of a file (path or file object) with PyAV (FFmpeg);
+    returns (samples (n, channels) float32, sample rate). Raises AudioError naming the problem."""
+    try:
+        import av
+    except ImportError:
+        raise AudioError(f"{name}: soundfile cannot read it and PyAV (for other containers) is not "
+                         "installed") from None
+    try:
+        with av.open(source) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{name}: no audio stream (streams: "
+                                 f"{', '.join(s.type for s in container.streams) or 'none'})")
+            stream = container.streams.audio[0]
+            rate, chunks = 0, []
+            for frame in container.decode(stream):
+                x = frame.to_ndarray()
+                rate = frame.sample_rate or rate
+                if frame.format.is_planar:  # (channels, n)
+                    x = x.T
+                else:  # interleaved: (1, n * channels)
+                    x = x.reshape(-1, len(frame.layout.channels))
+                if x.dtype.kind == "i":
+                    x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+                elif x.dtype.kind == "u":  # unsigned 8-bit PCM
+                    x = (x.astype(np.float32) - 128.0) / 128.0
+                chunks.append(x.astype(np.float32, copy=False))
+    except AudioError:
+        raise
+    except Exception as e:  # av.error.* (InvalidDataError, ...) and decoder failures
+        raise AudioError(f"{name}: not a readable audio file ({_short(e)})") from None
+    if not chunks or rate <= 0:
+        raise AudioError(f"{name}: its audio stream holds no samples")
+    return np.concatenate(chunks, axis=0), int(rate)
+
+
 def read_audio_bytes(data: bytes, name: str) -> Tuple[np.ndarray, int]:
     """Decode an in-memory audio file; returns (samples (n, channels) float32, sample rate)."""
     import soundfile as sf
@@ -49,7 +87,10 @@ def read_audio_bytes(data: bytes, name: str) -> Tuple[np.ndarray, int]:
     try:
         samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError
-        raise AudioError(f"{name}: not a readable audio file ({_short(e)})") from None
+        try:
+            return decode_with_av(io.BytesIO(data), name)
+        except AudioError:
+            raise AudioError(f"{name}: not a readable audio file ({_short(e)})") from None
     return samples, int(sr)
 
 
@@ -66,6 +107,8 @@ def read_audio_file(path: str) -> Tuple[np.ndarray, int]:
     try:
         samples, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
+        if not _maybe_soundfile_format(path):  # m4a, mp4, webm, aac, ...: FFmpeg through PyAV
+            return decode_with_av(path, path)
         promised = ""
         try:  # a header that reads while the data does not: a damaged or truncated file
             info = sf.info(path)
@@ -76,6 +119,21 @@ def read_audio_file(path: str) -> Tuple[np.ndarray, int]:
             pass
         raise AudioError(f"{path}: not a readable audio file ({_short(e)}){promised}") from None
     return samples, int(sr)
+
+
+def _maybe_soundfile_format(path: str) -> bool:
+    """Whether libsndfile recognises the file's header (then its error is the one to report:
+    a damaged WAV or FLAC is not handed to FFmpeg, which would decode what it can silently)."""
+    import soundfile as sf
+
+    try:
+        sf.info(path)
+        return True
+    except Exception:
+        pass
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[:4] in (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"FORM")
 
 
 def _wav_data_chunk(head: bytes) -> Optional[Tuple[int, int, int, int]]:

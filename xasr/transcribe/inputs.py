@@ -2,7 +2,8 @@
 
 In: a list of input specifications:
 
-- an audio file (any extension; soundfile decides whether it can read it): id = file stem;
+- an audio file (any extension; soundfile, or else PyAV/FFmpeg, decides whether it can read it): id =
+  file stem;
 - a folder: every file with an audio extension (:data:`AUDIO_EXTENSIONS`, any case) below it,
   recursively, sorted; id = the path relative to the folder without its extension;
 - a Kaldi list (a file named ``*.scp``): ``<id> <path>`` or ``<id> <command> |`` per line, the
@@ -35,7 +36,7 @@ from xasr.transcribe.audio import AudioConverter, AudioError, damage_warning, re
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".sph", ".caf", ".w64",
-                    ".rf64", ".wv")
+                    ".rf64", ".wv", ".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".amr")
 MANIFEST_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".json.gz")
 
 

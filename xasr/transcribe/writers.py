@@ -7,7 +7,10 @@ Out, in ``out_dir``:
   (seconds), ``segments`` ([{``start``, ``end``, ``text``}], seconds), ``timing`` (seconds spent
   loading, computing features and decoding it), ``error`` (``null``, or what went wrong);
 - ``text``: Kaldi ``<id> <text>`` lines (inputs that failed have none);
-- ``srt/<id>.srt`` with ``--srt``: one subtitle per segment with text;
+- with ``formats`` (``--output-format``), one file per input and format, in a folder per format:
+  ``txt/<id>.txt`` (each segment's text on its own line), ``srt/<id>.srt`` and ``vtt/<id>.vtt``
+  (a cue per segment with text), ``tsv/<id>.tsv`` (``start``, ``end`` in integer milliseconds,
+  ``text``: whisper's columns) and ``json/<id>.json`` (the input's results.jsonl entry);
 - ``settings.json``: the model (its path and weights' fingerprint), method, features and VAD
   settings the results were made with; resuming with other ones is refused.
 
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 TEXT = "text"
 SETTINGS = "settings.json"
-SRT_DIR = "srt"
+OUTPUT_FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 NOT_COMPARED = {"model_dir"}  # a moved model is the same model: its weights' fingerprint decides
 
 
@@ -54,13 +57,47 @@ def srt_time(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
 
 
+def vtt_time(seconds: float) -> str:
+    return srt_time(seconds).replace(",", ".")
+
+
+def _spoken(segments: Iterable[dict]) -> List[dict]:
+    return [dict(seg, text=one_line(seg.get("text") or "")) for seg in segments if one_line(seg.get("text") or "")]
+
+
 def srt_text(segments: Iterable[dict]) -> str:
-    blocks = []
-    for seg in segments:
-        text = one_line(seg.get("text") or "")
-        if text:
-            blocks.append(f"{len(blocks) + 1}\n{srt_time(seg['start'])} --> {srt_time(seg['end'])}\n{text}\n")
-    return "\n".join(blocks)
+    return "\n".join(f"{k}\n{srt_time(seg['start'])} --> {srt_time(seg['end'])}\n{seg['text']}\n"
+                     for k, seg in enumerate(_spoken(segments), 1))
+
+
+def format_entry(entry: dict, fmt: str) -> str:
+    """One input's results.jsonl entry as a file of ``fmt`` (one of :data:`OUTPUT_FORMATS`)."""
+    segments = entry.get("segments") or []
+    if fmt == "srt":
+        return srt_text(segments)
+    if fmt == "vtt":
+        return "WEBVTT\n\n" + "".join(f"{vtt_time(s['start'])} --> {vtt_time(s['end'])}\n{s['text']}\n\n"
+                                      for s in _spoken(segments))
+    if fmt == "txt":
+        return "".join(s["text"] + "\n" for s in _spoken(segments))
+    if fmt == "tsv":
+        return "start\tend\ttext\n" + "".join(
+            f"{int(round(s['start'] * 1000))}\t{int(round(s['end'] * 1000))}\t{s['text']}\n" for s in _spoken(segments))
+    if fmt == "json":
+        return json.dumps(entry, ensure_ascii=False, indent=1) + "\n"
+    raise XasrError(f"unknown output format {fmt!r}; choose from {', '.join(OUTPUT_FORMATS)} or all")
+
+
+def output_formats(names: Iterable[str]) -> List[str]:
+    """``["all"]`` -> every format; checks the names; keeps the order of OUTPUT_FORMATS."""
+    names = set(names)
+    if "all" in names:
+        return list(OUTPUT_FORMATS)
+    unknown = sorted(names - set(OUTPUT_FORMATS))
+    if unknown:
+        raise XasrError(f"--output-format: unknown format {unknown[0]!r}; choose from {', '.join(OUTPUT_FORMATS)} "
+                        "or all")
+    return [f for f in OUTPUT_FORMATS if f in names]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -97,18 +134,19 @@ def read_results(path: Path) -> "tuple[List[dict], int]":
 class OutputDir:
     """Appends results as they come; on opening, keeps what an earlier run finished."""
 
-    def __init__(self, out_dir: str, settings: dict, srt: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, out_dir: str, settings: dict, formats: Iterable[str] = (), overwrite: bool = False) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.srt = srt
+        self.formats = output_formats(formats)
         self.results_path, self.text_path = self.dir / RESULTS, self.dir / TEXT
         settings_path = self.dir / SETTINGS
         if overwrite:
             for p in (self.results_path, self.text_path):
                 if p.exists():
                     p.unlink()
-            if (self.dir / SRT_DIR).is_dir():
-                shutil.rmtree(self.dir / SRT_DIR)
+            for fmt in OUTPUT_FORMATS:
+                if (self.dir / fmt).is_dir():
+                    shutil.rmtree(self.dir / fmt)
         elif settings_path.is_file() and self.results_path.is_file():
             try:
                 old = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -139,10 +177,10 @@ class OutputDir:
         kept = list(self.done.values())
         _write_atomic(self.results_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in kept))
         _write_atomic(self.text_path, "".join(kaldi_line(e) for e in kept))
-        if srt:  # results kept from a run without --srt
+        for fmt in self.formats:  # results kept from a run without this format
             for e in kept:
-                if not self.srt_path(e["id"]).is_file():
-                    self._write_srt(e)
+                if not self.format_path(e["id"], fmt).is_file():
+                    self._write_format(e, fmt)
         self.new: Dict[str, dict] = {}
         self._results = open(self.results_path, "a", encoding="utf-8")
         self._text = open(self.text_path, "a", encoding="utf-8")
@@ -154,21 +192,21 @@ class OutputDir:
         if not entry.get("error"):
             self._text.write(kaldi_line(entry))
             self._text.flush()
-            if self.srt:
-                self._write_srt(entry)
+            for fmt in self.formats:
+                self._write_format(entry, fmt)
         self.new[entry["id"]] = entry
 
-    def srt_path(self, uid: str) -> Path:
-        """srt/<id>.srt; an id with '/' makes sub-folders, unless a part would leave srt/."""
+    def format_path(self, uid: str, fmt: str) -> Path:
+        """<fmt>/<id>.<fmt>; an id with '/' makes sub-folders, unless a part would leave <fmt>/."""
         parts = uid.split("/")
         if any(p in ("", ".", "..") for p in parts):
             parts = [uid.replace("/", "_")]
-        return self.dir.joinpath(SRT_DIR, *parts[:-1], parts[-1] + ".srt")
+        return self.dir.joinpath(fmt, *parts[:-1], parts[-1] + "." + fmt)
 
-    def _write_srt(self, entry: dict) -> None:
-        path = self.srt_path(entry["id"])
+    def _write_format(self, entry: dict, fmt: str) -> None:
+        path = self.format_path(entry["id"], fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, srt_text(entry.get("segments") or []))
+        _write_atomic(path, format_entry(entry, fmt))
 
     def finish(self, order: Optional[List[str]] = None) -> List[dict]:
         """Close, then rewrite the files in order; returns every entry (old and new)."""
