@@ -14,7 +14,8 @@
 #   7  decode:   the dev set and the seen-voice split with every method of dev_methods ->
 #                exp/decode/{recogs,errs,wer}-{set}-{method}.txt; llm_rescore's CTC weight and
 #                length bonus are chosen on the dev set first (exp/decode/tune-<dev>.{tsv,png},
-#                rescore-weights.json)
+#                rescore-weights.json, and the model directory's decoding.json that xasr transcribe
+#                follows by default)
 #   8  results:  the table of error rates and speeds of stage 7 -> exp/decode/results.md
 #   9  benchmark: the test set(s) with every method of decode_methods (llm_rescore at the tuned
 #                weights) against Whisper base (faster-whisper int8 with beam 5, and transformers
@@ -97,7 +98,7 @@ if in_stages 7; then
   methods7=${dev_methods:-$decode_methods}
   tune=()
   case " $methods7 " in *" llm_rescore "*)
-    for s in $dev_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s"); break ;; esac; done ;;
+    for s in $dev_sets; do case $s in *dev*) tune=(--tune-rescore-on "$s" --save-decoding); break ;; esac; done ;;
   esac
   log "Stage 7: decode${dev_sets} with ${methods7} ($exp_stage2/model -> exp/decode)"
   # shellcheck disable=SC2086

@@ -244,6 +244,49 @@ def test_every_method_gives_the_same_text_alone_and_in_a_padded_batch(tiny_llm_m
             assert b.segments[0].no_speech_prob == pytest.approx(a.segments[0].no_speech_prob, rel=1e-4, abs=1e-9)
 
 
+@pytest.mark.slow
+def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_output(tiny_whisper_model_dir,
+                                                                                      tiny_units, tmp_path):
+    """decoding.json (what the recipe's stage 7 writes with --save-decoding) makes llm_rescore at
+    the tuned weights the model's default: transcribe gives the texts that the recipe's decoding
+    of the same cuts gives with those weights."""
+    from lhotse import CutSet, Recording
+
+    from tests.models.tiny_llm import make_tiny_llm
+    from tests.transcribe.conftest import make_model_dir
+    from xasr.decoding.dataset_decode import decode_cuts
+    from xasr.models.model import load_model_dir, read_decoding, save_decoding
+
+    # the recipes' kind of model: a Whisper encoder (features computed from the audio) and an LLM
+    plain = make_model_dir(tmp_path / "plain", tiny_units, llm_dir=make_tiny_llm(tmp_path / "llm"),
+                           whisper_dir=tiny_whisper_model_dir.parent / "whisper")
+    model_dir = tmp_path / "model"
+    make_model_dir(model_dir, tiny_units, llm_dir=tmp_path / "llm", whisper_dir=tiny_whisper_model_dir.parent / "whisper")
+    assert Transcriber.from_pretrained(str(model_dir), threads=1).default_method == "llm_greedy"
+    save_decoding(str(model_dir), "llm_rescore", {"rescore_ctc_weight": 0.7, "rescore_length_bonus": -1.5},
+                  tuned_on="dev")
+    assert read_decoding(str(model_dir))["tuned_on"] == "dev"
+    paths = []
+    for k, secs in enumerate([1.4, 2.6, 0.8]):
+        paths.append(tmp_path / f"u{k}.wav")
+        sf.write(paths[-1], speechlike(secs, seed=k), SR, subtype="PCM_16")
+    asr = Transcriber.from_pretrained(str(model_dir), threads=1, vad=WHOLE)
+    assert asr.default_method == "llm_rescore" and asr.settings("llm_rescore")["rescore"] == \
+        {"ctc_weight": 0.7, "length_bonus": -1.5}
+    ours = asr.transcribe(paths)
+
+    model, cfg, units = load_model_dir(str(plain))  # the same weights, no decoding.json: set by hand
+    model.set_ctc_weights(0.7, -1.5)
+    cuts = CutSet.from_cuts(Recording.from_file(p).to_cut() for p in paths)
+    ref = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu")
+    assert [r.text for r in ours] == [ref[f"u{k}"] for k in range(3)]
+    model.set_ctc_weights(0.0, 0.0)
+    other = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu")
+    assert other != ref  # the weights matter here: the check has teeth
+    with pytest.raises(XasrError, match="unknown decoding method"):
+        save_decoding(str(model_dir), "llm_rescor", {})
+
+
 def test_the_package_exports_the_api_lazily():
     import subprocess
     import sys

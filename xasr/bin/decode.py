@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from pathlib import Path
 
 from xasr.errors import XasrError
 
@@ -46,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0 with --lm-bonus 0: no LM; default: the model's model.ngram.weight)")
     p.add_argument("--lm-bonus", type=float, default=None,
                    help="ctc_beam and llm_rescore: score added per LM word (character) (default: model.ngram.token_bonus)")
+    p.add_argument("--save-decoding", action="store_true",
+                   help="with --tune-rescore-on: write llm_rescore and the weights chosen into the model directory's "
+                        "decoding.json, so that xasr transcribe uses them by default")
     p.add_argument("--tune-rescore-on", default=None, metavar="SET",
                    help="choose llm_rescore's CTC weight and length bonus on this set of --cuts (decoded first; "
                         "grid and plot in --out-dir/tune-SET.*, the choice in rescore-weights.json), then use "
@@ -80,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise XasrError("--tune-rescore-on chooses llm_rescore's weights: add llm_rescore to --methods")
     if args.tune_rescore_on is not None and args.tune_rescore_on not in sets:
         raise XasrError(f"--tune-rescore-on {args.tune_rescore_on}: no such set among --cuts ({', '.join(sets)})")
+    if args.save_decoding and args.tune_rescore_on is None:
+        raise XasrError("--save-decoding records the weights --tune-rescore-on chooses: give --tune-rescore-on")
     check_files(sets, "--cuts")
     check_model_dir(args.model_dir, "--model-dir")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
@@ -94,6 +101,16 @@ def run(args: argparse.Namespace) -> int:
                                  features=cfg.data.features, max_duration=args.max_duration, device=args.device,
                                  images=images, image_shuffle_seed=args.image_shuffle_seed,
                                  tune_on=args.tune_rescore_on)
+    if args.save_decoding:
+        from xasr.models.model import save_decoding
+
+        tuned = json.loads(Path(args.out_dir, "rescore-weights.json").read_text())
+        path = save_decoding(args.model_dir, "llm_rescore",
+                             {"rescore_ctc_weight": tuned["ctc_weight"], "rescore_length_bonus": tuned["length_bonus"]},
+                             tuned_on=tuned["tuned_on"], nbest=tuned["nbest"], error_rate=tuned["error_rate"],
+                             unit=tuned["unit"])
+        logging.getLogger("xasr").info("%s: llm_rescore with ctc_weight %s, length_bonus %s (tuned on %s)", path,
+                                       tuned["ctc_weight"], tuned["length_bonus"], tuned["tuned_on"])
     with open(f"{args.out_dir}/summary.json", "w") as f:
         json.dump([dict(s.__dict__, rtf=s.rtf) for s in summaries], f, indent=1)
     for s in summaries:

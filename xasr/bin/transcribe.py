@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, help="a model directory made by `xasr train`")
     p.add_argument("--models-dir", default=None, help="where the frozen pretrained models are installed")
     p.add_argument("--out-dir", default=None, help="write results.jsonl, text (and srt/) here; resumable")
-    p.add_argument("--method", default="llm_greedy",
-                   help="decoding method (ctc_greedy, cif_greedy, llm_greedy, llm_beam, llm_ctc, ...)")
+    p.add_argument("--method", default=None,
+                   help="decoding method (ctc_greedy, ctc_beam, llm_greedy, llm_rescore, ...; default: the one the "
+                        "model directory's decoding.json names, with its tuned weights, else llm_greedy)")
     p.add_argument("--max-batch-seconds", type=float, default=60.0, help="seconds of audio per batch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from xasr.bin.options import check_positive
     from xasr.models.model import check_methods, check_model_dir
 
-    check_methods([args.method], "--method")  # before the model (and its LLM) is loaded
+    if args.method is not None:
+        check_methods([args.method], "--method")  # before the model (and its LLM) is loaded
     for option, value in (("--max-batch-seconds", args.max_batch_seconds), ("--max-segment", args.max_segment),
                           ("--min-silence", args.min_silence)):
         check_positive(value, option)

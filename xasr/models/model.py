@@ -591,6 +591,39 @@ CONFIG = "config.yaml"
 FROZEN = "frozen_parts.json"
 UNITS = "unit.model"
 NGRAM = "lm.arpa"  # the n-gram LM (model.ngram), kept as lm.arpa or lm.arpa.gz
+DECODING = "decoding.json"  # the decoding a recipe chose for the model, with its dev-tuned weights
+DEFAULT_METHOD = "llm_greedy"  # what transcription uses when the model directory names none
+TUNED_SETTINGS = ("rescore_ctc_weight", "rescore_length_bonus")  # what decoding.json may set
+
+
+def save_decoding(model_dir: str, method: str, settings: dict, **provenance) -> Path:
+    """Record in a model directory the decoding to use by default (``method``) and the model
+    settings it was tuned with (keys of TUNED_SETTINGS), plus where they come from."""
+    check_methods([method], "method")
+    bad = sorted(set(settings) - set(TUNED_SETTINGS))
+    if bad:
+        raise XasrError(f"{DECODING}: {bad[0]} is not a tunable decoding setting ({', '.join(TUNED_SETTINGS)})")
+    path = Path(model_dir) / DECODING
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps({"method": method, "settings": settings, **provenance}, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_decoding(model_dir: str) -> Optional[dict]:
+    """The model directory's decoding.json ({"method", "settings", ...}), or None without one."""
+    path = Path(model_dir) / DECODING
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+        check_methods([d["method"]], f"{path}: method")
+        bad = sorted(set(d.get("settings", {})) - set(TUNED_SETTINGS))
+        if bad:
+            raise XasrError(f"{path}: {bad[0]} is not a tunable decoding setting")
+        return d
+    except (ValueError, KeyError, TypeError) as e:
+        raise XasrError(f"{path}: not a readable decoding file ({e})") from None
 
 
 def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) -> Path:
@@ -706,7 +739,8 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     """Rebuild a trained model from its directory; returns (model, cfg, sentencepiece processor).
 
     The frozen parts it names must be found (by path, or by installed name in ``models_dir``)
-    and match their recorded fingerprints, else a clear error says which and why.
+    and match their recorded fingerprints, else a clear error says which and why. The settings
+    of a ``decoding.json`` (:func:`save_decoding`) are applied to the model's config.
     """
     import sentencepiece as spm
     from omegaconf import OmegaConf
@@ -722,6 +756,10 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
         cfg.model.ngram.path = str(own_lm[0])
     elif cfg.model.ngram.path:
         raise XasrError(f"{d}: its config names the n-gram LM {cfg.model.ngram.path} but {d / NGRAM} is missing")
+    decoding = read_decoding(str(d))
+    if decoding:  # the weights the recipe tuned on dev become the model's own
+        for k, v in decoding.get("settings", {}).items():
+            setattr(cfg.model, k, v)
     frozen = json.loads((d / FROZEN).read_text())
     model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=models_dir)
     if check_frozen:

@@ -203,8 +203,13 @@ class Transcriber:
         from xasr.transcribe.batching import (feature_function, max_feature_frames, min_feature_frames,
                                               model_feature_bins)
 
+        from xasr.models.model import DEFAULT_METHOD, read_decoding
+
         self.model, self.units, self.features, self.device = model, units, features, device
         self.model_dir = model_dir
+        decoding = read_decoding(model_dir) if model_dir else None
+        # the method the model directory names (chosen and tuned by the recipe), else llm_greedy
+        self.default_method = decoding["method"] if decoding else DEFAULT_METHOD
         self.vad = vad or VadConfig()
         self.load_workers = max(1, load_workers)
         self._features = feature_function(features, model_feature_bins(model, features), self.sample_rate)
@@ -247,12 +252,16 @@ class Transcriber:
 
     def settings(self, method: str) -> dict:
         """What determines the results (compared when an output directory is resumed)."""
-        return {"model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else None,
-                "model_fingerprint": model_fingerprint(self.model_dir), "method": method,
-                "features": self.features, "vad": asdict(self.vad)}
+        out = {"model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else None,
+               "model_fingerprint": model_fingerprint(self.model_dir), "method": method,
+               "features": self.features, "vad": asdict(self.vad)}
+        if method == "llm_rescore":
+            out["rescore"] = {"ctc_weight": self.model.cfg.rescore_ctc_weight,
+                              "length_bonus": self.model.cfg.rescore_length_bonus}
+        return out
 
     # ------------------------------------------------------------------ public API
-    def transcribe(self, inputs: Any, method: str = "llm_greedy", max_batch_seconds: float = 60.0,
+    def transcribe(self, inputs: Any, method: Optional[str] = None, max_batch_seconds: float = 60.0,
                    progress: bool = False) -> List[Transcription]:
         """Transcribe ``inputs`` (a path, or a list of paths / ``(samples, rate)`` pairs);
         returns one :class:`Transcription` per input, in input order (folders and lists
@@ -268,7 +277,7 @@ class Transcriber:
         self._log_speed(list(results.values()), time.time() - t0)
         return [results[s.id] for s in sources]
 
-    def transcribe_to_dir(self, inputs: Sequence[Any], out_dir: str, method: str = "llm_greedy",
+    def transcribe_to_dir(self, inputs: Sequence[Any], out_dir: str, method: Optional[str] = None,
                           max_batch_seconds: float = 60.0, srt: bool = False, overwrite: bool = False,
                           formats: Sequence[str] = (),
                           progress: bool = True) -> RunSummary:
@@ -277,6 +286,7 @@ class Transcriber:
         earlier run finished there; see :mod:`xasr.transcribe.writers`."""
         from xasr.transcribe.writers import OutputDir
 
+        method = method or self.default_method
         self.check_method(method)
         self.check_vad()
         sources = list_inputs(inputs)
@@ -307,11 +317,12 @@ class Transcriber:
         self._log_speed(finished, summary.wall_seconds)
         return summary
 
-    def iter_transcribe(self, sources: Sequence[AudioSource], method: str = "llm_greedy",
+    def iter_transcribe(self, sources: Sequence[AudioSource], method: Optional[str] = None,
                         max_batch_seconds: float = 60.0, chunk_seconds: float = 600.0,
                         progress: bool = False) -> Iterator[Transcription]:
         """Yield a :class:`Transcription` for each source as soon as it is finished (not in
-        input order)."""
+        input order). ``method`` None: the model directory's own (``default_method``)."""
+        method = method or self.default_method
         self.check_method(method)
         self.check_vad()
         bar, unknown = self._bar(sources, method) if progress else (_NoBar(), set())
