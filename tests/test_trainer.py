@@ -158,7 +158,7 @@ def test_kills_at_random_steps_and_sigterm_then_a_rerun_give_the_parameters_of_a
     import random
     import re
 
-    steps = 40  # a tiny step takes well under 0.1 s: the faults come at least 10 steps before the end
+    steps = 60  # a tiny step takes well under 0.1 s: the faults come at least 10 steps before the end
     common = [f"train.max_steps={steps}", "train.save_interval=5", "train.num_epochs=50", "train.average_last=1"]
     env = dict(os.environ, PYTHONHASHSEED="0")
     ref = subprocess.run(_train_cmd(data, tmp_path / "ref", *common), env=env, capture_output=True, text=True)
@@ -169,7 +169,7 @@ def test_kills_at_random_steps_and_sigterm_then_a_rerun_give_the_parameters_of_a
         sig = signal.SIGTERM if i % 2 else signal.SIGKILL
         done = max([int(c.name.split("-")[1]) for c in (exp / "checkpoints").glob("ckpt-*")
                     if not c.name.endswith(".partial")] or [0])
-        at = rng.randint(done + 1, steps - 10)
+        at = rng.randint(done + 1, min(done + 6, steps - 10))  # five faults fit before the end
         text, status = _run_until_killed(_train_cmd(data, exp, *common), env, exp / "train.log", at, sig,
                                          rng.uniform(0.0, 0.1))
         assert not (exp / "model").exists(), f"fault {i}: the run finished before it could be stopped"
