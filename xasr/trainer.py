@@ -11,9 +11,9 @@ A rerun with the same exp_dir resumes from the newest checkpoint and gives the s
 as an uninterrupted run. SIGTERM (what batch schedulers send before they kill a job) saves a
 checkpoint after the current update and stops with :class:`~xasr.errors.TrainingTerminated`.
 An update whose loss or gradient is not finite is skipped and counted; ``train.max_bad_steps``
-of them in a row stop the run with an error naming the last batch's cuts. Under torchrun every rank draws the same global batches and keeps its
-share; losses are normalised by the global token count, so N processes compute what one
-process computes with the same global batch.
+of them in a row stop the run with an error naming the last batch's cuts. Under torchrun every
+rank draws the same global batches and keeps its share; losses are normalised by the global
+token count, so N processes compute what one process computes with the same global batch.
 """
 from __future__ import annotations
 
