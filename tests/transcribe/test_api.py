@@ -261,7 +261,8 @@ def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_ou
     plain = make_model_dir(tmp_path / "plain", tiny_units, llm_dir=make_tiny_llm(tmp_path / "llm"),
                            whisper_dir=tiny_whisper_model_dir.parent / "whisper")
     model_dir = tmp_path / "model"
-    make_model_dir(model_dir, tiny_units, llm_dir=tmp_path / "llm", whisper_dir=tiny_whisper_model_dir.parent / "whisper")
+    make_model_dir(model_dir, tiny_units, llm_dir=tmp_path / "llm",
+                   whisper_dir=tiny_whisper_model_dir.parent / "whisper")
     assert Transcriber.from_pretrained(str(model_dir), threads=1).default_method == "llm_greedy"
     save_decoding(str(model_dir), "llm_rescore", {"rescore_ctc_weight": 0.7, "rescore_length_bonus": -1.5},
                   tuned_on="dev")

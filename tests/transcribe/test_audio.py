@@ -165,7 +165,8 @@ def _encode_with_av(path, fmt: str, codec: str, x: np.ndarray, rate: int) -> Non
             c.mux(packet)
 
 
-@pytest.mark.parametrize("name, fmt, codec, rate", [("a.m4a", "mp4", "aac", 16000), ("a.webm", "webm", "libopus", 48000),
+@pytest.mark.parametrize("name, fmt, codec, rate", [("a.m4a", "mp4", "aac", 16000),
+                                                   ("a.webm", "webm", "libopus", 48000),
                                                    ("a.aac", "adts", "aac", 22050)])
 def test_containers_soundfile_cannot_read_are_decoded_with_pyav(tmp_path, name, fmt, codec, rate):
     x = sine(440, 1.0, rate, amp=0.3)

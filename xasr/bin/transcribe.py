@@ -10,9 +10,10 @@ Usage:
       data/manifests/librispeech_cuts_test-clean.jsonl.gz
 
 Inputs: audio files (anything soundfile reads, and m4a, mp4, webm, aac, ... through PyAV; any
-rate and channel count: down-mixed and resampled to 16 kHz), - for a list of paths on stdin, folders (searched recursively for audio files), Kaldi wav.scp lists
-(paths, or commands ending in '|' that write an audio file to stdout), lhotse cut or
-recording manifests (*.jsonl.gz; cut ids kept). Long audio is cut at pauses by an energy VAD
+rate and channel count: down-mixed and resampled to 16 kHz), - for a list of paths on stdin,
+folders (searched recursively for audio files), Kaldi wav.scp lists (paths, or commands ending
+in '|' that write an audio file to stdout), lhotse cut or recording manifests (*.jsonl.gz; cut
+ids kept). Long audio is cut at pauses by an energy VAD
 into segments of at most --max-segment seconds; audio without speech gets empty text.
 
 With --out-dir: results.jsonl (id, path, text, duration, segments with times, timing, error),
