@@ -50,6 +50,14 @@ def test_steady_music_has_no_speech():
     assert segment_speech(x.astype(np.float32), SR) == []
 
 
+def test_babble_is_speech_to_the_vad():
+    """Eight overlapping talkers rise and fall like speech: the energy VAD passes them to the
+    model (what a trained model writes for babble is measured by benchmarks/reliability.py)."""
+    babble = sum(speechlike(6.0, seed=s, level=0.3 / np.sqrt(8)) for s in range(8)).astype(np.float32)
+    segs = secs(segment_speech(babble, SR))
+    assert segs and sum(b - a for a, b in segs) > 5.0
+
+
 def test_speech_between_pauses_is_found_with_padding():
     x = with_silences([speechlike(2.0, seed=1), speechlike(3.0, seed=2)], gap=1.0)  # speech at 1-3 s, 4-7 s
     segs = secs(segment_speech(x, SR))
