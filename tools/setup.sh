@@ -21,7 +21,7 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (setup.sh) $*"; }
 
 APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
   sox libsox-fmt-all libsndfile1 fortunes fortunes-min fortunes-zh wordnet-base
-  sword-text-web diatheke)
+  sword-text-web diatheke python3-venv)
 TORCH_VERSION=2.9.1
 TORCHAUDIO_VERSION=2.9.1
 PYTHON=${PYTHON:-python3}
