@@ -296,3 +296,27 @@ def test_the_package_exports_the_api_lazily():
             "print(light, 'torch' not in sys.modules, T.__name__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.split() == ["True", "True", "Transcriber"]  # torch loads with the model, not before
+
+
+def test_word_timestamps_lie_in_their_segments_and_spell_its_text(asr, tmp_path):
+    import json
+
+    x = with_silences([speechlike(1.5, seed=1), speechlike(2.0, seed=2)], gap=1.0)
+    asr.word_timestamps = True
+    try:
+        r = asr.transcribe([(x, SR)], method="ctc_greedy")[0]
+        asr.transcribe_to_dir([(x, SR)], str(tmp_path / "out"), method="ctc_greedy", formats=["json"],
+                              progress=False)
+    finally:
+        asr.word_timestamps = False
+    assert len(r.segments) == 2 and all(seg.words for seg in r.segments)  # the tiny model writes something
+    for seg in r.segments:
+        words = seg.words
+        assert [w["word"] for w in words] == seg.text.split()
+        for w in words:
+            assert seg.start - 1e-3 <= w["start"] <= w["end"] <= seg.end + 1e-3 and 0 <= w["probability"] <= 1
+        assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    saved = json.loads((tmp_path / "out/json/array-0.json").read_text())
+    assert saved["segments"][1]["words"] == r.segments[1].words
+    assert json.loads((tmp_path / "out/settings.json").read_text())["word_timestamps"] is True
+    assert "words" not in asr.transcribe([(x, SR)], method="ctc_greedy")[0].to_dict()["segments"][0]

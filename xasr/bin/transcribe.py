@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write <FORMAT>/<id>.<FORMAT> per input: txt, vtt, srt, tsv, json or all; "
                         "several as srt,vtt or by repeating the option (needs --out-dir)")
     p.add_argument("--srt", action="store_true", help="the same as --output-format srt")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="times of each word (the transcript aligned to the CTC head's posteriors) in results.jsonl "
+                        "and json outputs")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     v = p.add_argument_group("segmentation (energy VAD; see xasr/transcribe/vad.py)")
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                     rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
     asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,
                                       threads=args.threads, vad=vad)
+    asr.word_timestamps = args.word_timestamps
     if args.out_dir:
         s = asr.transcribe_to_dir(inputs, args.out_dir, method=args.method,
                                   max_batch_seconds=args.max_batch_seconds, formats=formats,

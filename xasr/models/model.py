@@ -433,7 +433,8 @@ class XLLMSpeechModel(nn.Module):
         ``ctc_beam`` is the CTC head's prefix beam search, ``llm_rescore`` its N-best rescored by
         the LLM (:mod:`xasr.decoding.rescore`, ``ctc_beam_size`` and ``rescore_*`` settings). The
         work done is left in ``last_decode_stats`` (a ``DecodeStats``), and each utterance's
-        ``no_speech_prob`` (the CTC head's lowest blank posterior) in ``last_no_speech``.
+        ``no_speech_prob`` (the CTC head's lowest blank posterior) in ``last_no_speech``; with
+        ``keep_ctc_log_probs`` set, the CTC log-probs and lengths in ``last_ctc``.
         """
         from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
                                                head_confidence, speculative_decode)
@@ -444,6 +445,8 @@ class XLLMSpeechModel(nn.Module):
         self.last_decode_stats = DecodeStats(utterances=int(h.shape[0]))
         ctc_log_probs = self.ctc(h)
         self.last_no_speech = self.ctc.no_speech_prob(ctc_log_probs, h_lens)
+        # kept for word timestamps (xasr.decoding.align) when the caller asks for them
+        self.last_ctc = (ctc_log_probs, h_lens) if getattr(self, "keep_ctc_log_probs", False) else None
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(ctc_log_probs, h_lens)]
         if method == "ctc_beam":

@@ -54,6 +54,7 @@ class Segment:
     end: float
     text: str
     no_speech_prob: Optional[float] = None  # the CTC head's lowest blank posterior in the segment
+    words: Optional[List[dict]] = None  # with word timestamps: [{"word", "start", "end", "probability"}]
 
 
 @dataclass
@@ -73,11 +74,17 @@ class Transcription:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "path": self.path, "text": self.text, "duration": round(self.duration, 3),
-                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-                              "no_speech_prob": None if s.no_speech_prob is None else round(s.no_speech_prob, 4)}
-                             for s in self.segments],
+                "segments": [_segment_dict(s) for s in self.segments],
                 "timing": {k: round(v, 4) for k, v in self.timing.items()}, "error": self.error,
                 "warnings": list(self.warnings)}
+
+
+def _segment_dict(s: Segment) -> dict:
+    out = {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+           "no_speech_prob": None if s.no_speech_prob is None else round(s.no_speech_prob, 4)}
+    if s.words is not None:
+        out["words"] = s.words
+    return out
 
 
 @dataclass
@@ -126,6 +133,7 @@ class _Item:
         self.spans: List[Tuple[int, int]] = []  # speech segments in samples
         self.texts: List[Optional[str]] = []
         self.no_speech: List[Optional[float]] = []
+        self.words: List[Optional[List[dict]]] = []
         self.remaining = 0
         self.timing = {"load": 0.0, "features": 0.0, "decode": 0.0}
         self.error: Optional[str] = None
@@ -135,8 +143,8 @@ class _Item:
         if self.error:
             return Transcription(id=self.source.id, path=self.source.path, duration=self.duration,
                                  timing=dict(self.timing), error=self.error, warnings=list(self.source.warnings))
-        segs = [Segment(a / sr, b / sr, (t or "").strip(), p)
-                for (a, b), t, p in zip(self.spans, self.texts, self.no_speech)]
+        segs = [Segment(a / sr, b / sr, (t or "").strip(), p, w)
+                for (a, b), t, p, w in zip(self.spans, self.texts, self.no_speech, self.words)]
         return Transcription(id=self.source.id, text=join_texts(s.text for s in segs), path=self.source.path,
                              duration=self.duration, segments=segs, timing=dict(self.timing),
                              warnings=list(self.source.warnings))
@@ -199,7 +207,7 @@ class Transcriber:
     sample_rate = MODEL_SAMPLE_RATE
 
     def __init__(self, model, units, features: str, device: str = "cpu", vad: Optional[VadConfig] = None,
-                 model_dir: Optional[str] = None, load_workers: int = 2) -> None:
+                 model_dir: Optional[str] = None, load_workers: int = 2, word_timestamps: bool = False) -> None:
         from xasr.transcribe.batching import (feature_function, max_feature_frames, min_feature_frames,
                                               model_feature_bins)
 
@@ -207,6 +215,7 @@ class Transcriber:
 
         self.model, self.units, self.features, self.device = model, units, features, device
         self.model_dir = model_dir
+        self.word_timestamps = word_timestamps  # words with times in each segment (CTC forced alignment)
         decoding = read_decoding(model_dir) if model_dir else None
         # the method the model directory names (chosen and tuned by the recipe), else llm_greedy
         self.default_method = decoding["method"] if decoding else DEFAULT_METHOD
@@ -255,6 +264,8 @@ class Transcriber:
         out = {"model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else None,
                "model_fingerprint": model_fingerprint(self.model_dir), "method": method,
                "features": self.features, "vad": asdict(self.vad)}
+        if self.word_timestamps:
+            out["word_timestamps"] = True
         if method == "llm_rescore":
             out["rescore"] = {"ctc_weight": self.model.cfg.rescore_ctc_weight,
                               "length_bonus": self.model.cfg.rescore_length_bonus}
@@ -403,6 +414,7 @@ class Transcriber:
             item.timing["features"] = time.time() - t1
             item.texts = [None] * len(item.spans)
             item.no_speech = [None] * len(item.spans)
+            item.words = [None] * len(item.spans)
             item.remaining = len(item.spans)
         except AudioError as e:
             item.error = str(e)
@@ -465,6 +477,7 @@ class Transcriber:
             durs = [(item.spans[k][1] - item.spans[k][0]) / self.sample_rate for item, k in chosen]
             t0 = time.time()
             batch = batch_to(make_batch(ids, feats, durs), self.device)
+            self.model.keep_ctc_log_probs = self.word_timestamps
             texts = self.model.decode(batch, method, self.units)
             wall = time.time() - t0
             if len(texts) != len(chosen):
@@ -488,7 +501,21 @@ class Transcriber:
         for (item, k), text, d, p in zip(chosen, texts, durs, no_speech):
             item.texts[k] = text
             item.no_speech[k] = p
+        if self.word_timestamps:
+            self._align_words(chosen, texts, durs)
             item.timing["decode"] += wall * d / max(total, 1e-9)
+
+    def _align_words(self, chosen: List[Tuple[_Item, int]], texts: List[str], durs: List[float]) -> None:
+        """Word times of each decoded segment: its text aligned to the CTC posteriors of the
+        batch just decoded (:mod:`xasr.decoding.align`)."""
+        from xasr.decoding.align import word_timestamps
+
+        log_probs, lens = self.model.last_ctc
+        for b, ((item, k), text, d) in enumerate(zip(chosen, texts, durs)):
+            n = int(lens[b])
+            lp = log_probs[b, :n].float().cpu().numpy()
+            item.words[k] = word_timestamps(lp, text or "", self.units, d / max(n, 1), blank=self.model.ctc.blank_id,
+                                            offset=item.spans[k][0] / self.sample_rate)
 
     def _log_speed(self, finished: List[Transcription], wall: float) -> None:
         audio = sum(t.duration for t in finished)

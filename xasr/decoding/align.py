@@ -1,0 +1,118 @@
+"""Word timestamps from the CTC head: forced alignment of a transcript to the CTC posteriors.
+
+In: one utterance's CTC log-probabilities (T, V) over its valid frames, the transcript's unit
+ids (whatever decoding wrote the text: it is re-encoded with the model's units), the units'
+pieces and the time one frame spans.
+Out: ``[{"word", "start", "end", "probability"}]`` in seconds from the utterance's start.
+
+The alignment is the Viterbi path of the CTC topology (blank, unit 1, blank, unit 2, ...,
+blank; a unit may repeat over frames, blanks may be skipped between different units). A word
+starts at the first frame of its first unit and ends after the last frame of its last unit;
+``probability`` is the mean posterior of its units over their aligned frames. A new word
+starts after whitespace in the text and at every CJK character.
+"""
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+def ctc_forced_align(log_probs: np.ndarray, targets: Sequence[int], blank: int = 0
+                     ) -> Optional[List[Tuple[int, int]]]:
+    """For each target unit, (first frame, last frame + 1) on the best CTC path, or None when
+    the frames are too few for the targets (each unit needs a frame, repeats a blank between)."""
+    T, L = log_probs.shape[0], len(targets)
+    if L == 0:
+        return []
+    ext = np.full(2 * L + 1, blank, dtype=np.int64)
+    ext[1::2] = np.asarray(targets, dtype=np.int64)
+    S = len(ext)
+    # a skip over the blank between two units is allowed when they differ
+    skip = np.zeros(S, dtype=bool)
+    skip[3::2] = ext[3::2] != ext[1:-2:2]
+    neg = -np.inf
+    dp = np.full(S, neg)
+    dp[0] = log_probs[0, blank]
+    dp[1] = log_probs[0, ext[1]]
+    back = np.zeros((T, S), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
+    for t in range(1, T):
+        one = np.concatenate(([neg], dp[:-1]))
+        two = np.where(skip, np.concatenate(([neg, neg], dp[:-2])), neg)
+        cand = np.stack([dp, one, two])
+        back[t] = cand.argmax(axis=0)
+        dp = cand.max(axis=0) + log_probs[t, ext]
+    ends = [S - 1, S - 2] if S > 1 else [S - 1]
+    s = max(ends, key=lambda k: dp[k])
+    if not np.isfinite(dp[s]):
+        return None
+    states = np.empty(T, dtype=np.int64)
+    for t in range(T - 1, -1, -1):
+        states[t] = s
+        s -= int(back[t, s])
+    spans = []
+    for k in range(L):
+        frames = np.nonzero(states == 2 * k + 1)[0]
+        if len(frames) == 0:
+            return None
+        spans.append((int(frames[0]), int(frames[-1]) + 1))
+    return spans
+
+
+_FRAGMENTS = re.compile(r"\s+|[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+
+
+def split_words(text: str, units) -> List[Tuple[str, List[int], List[int]]]:
+    """The words of ``text`` as (word, unit ids, positions of those units in the encoding) from
+    the units' encoding of it: whitespace separates words and each CJK character is one. A
+    piece the units cannot write (the unknown id) contributes its text but no unit."""
+    proto = units.encode(text, return_type="proto")
+    unk = units.unk_id()
+    words: List[Tuple[str, List[int], List[int]]] = []
+    new_word = True
+    for pos, piece in enumerate(proto.pieces):
+        for frag in _FRAGMENTS.findall(piece.surface):
+            if frag.isspace():
+                new_word = True
+                continue
+            if new_word or _is_cjk(frag) or (words and _is_cjk(words[-1][0][-1])):
+                words.append((frag, [], []))
+                new_word = False
+            else:
+                words[-1] = (words[-1][0] + frag, words[-1][1], words[-1][2])
+            if piece.id != unk and pos not in words[-1][2]:
+                words[-1][1].append(piece.id)
+                words[-1][2].append(pos)
+    return words
+
+
+def word_timestamps(log_probs: np.ndarray, text: str, units, frame_seconds: float, blank: int = 0,
+                    offset: float = 0.0) -> List[dict]:
+    """Words of ``text`` with their times (seconds, plus ``offset``) from the CTC posteriors
+    ``log_probs`` (T, V) of its utterance; ``units`` is the model's sentencepiece processor.
+    Text the units cannot write is left out of the alignment: its words get the end of the word
+    before as start and end, and probability 0. Empty when the transcript cannot be aligned."""
+    words = split_words(text, units)
+    targets = [i for _, ids, _ in words for i in ids]
+    spans = ctc_forced_align(log_probs, targets, blank)
+    if spans is None:
+        return []
+    post = np.exp(log_probs)
+    out, k, last_end = [], 0, 0.0
+    for word, ids, _ in words:
+        mine = spans[k:k + len(ids)]
+        k += len(ids)
+        if not mine:
+            out.append({"word": word, "start": round(offset + last_end, 3), "end": round(offset + last_end, 3),
+                        "probability": 0.0})
+            continue
+        start, end = mine[0][0] * frame_seconds, mine[-1][1] * frame_seconds
+        prob = float(np.mean([post[a:b, i].mean() for (a, b), i in zip(mine, ids)]))
+        out.append({"word": word, "start": round(offset + start, 3), "end": round(offset + end, 3),
+                    "probability": round(prob, 4)})
+        last_end = end
+    return out
