@@ -92,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,
                     rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
     asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,
-                                      threads=args.threads, vad=vad)
-    asr.word_timestamps = args.word_timestamps
+                                      threads=args.threads, vad=vad, word_timestamps=args.word_timestamps)
     if args.out_dir:
         s = asr.transcribe_to_dir(inputs, args.out_dir, method=args.method,
                                   max_batch_seconds=args.max_batch_seconds, formats=formats,

@@ -228,7 +228,8 @@ class Transcriber:
 
     @classmethod
     def from_pretrained(cls, model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",
-                        threads: int = 0, vad: Optional[VadConfig] = None) -> "Transcriber":
+                        threads: int = 0, vad: Optional[VadConfig] = None,
+                        word_timestamps: bool = False) -> "Transcriber":
         """Load a model directory made by training (frozen parts found by path or installed
         name in ``models_dir``); ``threads`` > 0 sets torch's CPU threads."""
         import torch
@@ -242,7 +243,8 @@ class Transcriber:
         if device != "cpu" and not device.startswith("cuda"):
             raise XasrError(f"device {device!r}: use cpu, cuda or cuda:N")
         model, cfg, units = load_model_dir(model_dir, models_dir=models_dir, device=device)
-        return cls(model, units, cfg.data.features, device=device, vad=vad, model_dir=str(model_dir))
+        return cls(model, units, cfg.data.features, device=device, vad=vad, model_dir=str(model_dir),
+                   word_timestamps=word_timestamps)
 
     # ------------------------------------------------------------------ checks
     def check_method(self, method: str) -> None:

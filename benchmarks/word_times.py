@@ -1,0 +1,101 @@
+"""How far word timestamps fall from where speech starts and ends, on long files made of test
+utterances joined with pauses of known length.
+
+Usage:
+  cd recipes/aishell && ../../.venv/bin/python ../../benchmarks/word_times.py \\
+      --model-dir exp/stage2/model --models-dir ../../models \\
+      --cuts data/manifests/aishell_cuts_test.jsonl.gz --utts 60 --method llm_rescore
+
+Each file joins ``--per-file`` test utterances with pauses drawn from 0.8-2.0 s, so where each
+utterance sits in the file is known; inside an utterance, its speech runs from the first to
+the last 10-ms frame within 35 dB of its loudest frame (the synthesized audio has short silent
+lead-in and tail). With ``--word-timestamps`` transcription, each utterance is matched to the
+segment that overlaps it most; the errors are the first word's start minus the speech onset
+and the last word's end minus the speech end. Prints the median and 90th percentile of the
+absolute errors (and the signed medians), and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+
+
+def speech_bounds(x: np.ndarray, rel_db: float = 35.0) -> tuple:
+    """(first, last) second of 10-ms frames within rel_db of the loudest one."""
+    n = len(x) // 160
+    e = 10 * np.log10(np.mean(x[:n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
+    on = np.nonzero(e > e.max() - rel_db)[0]
+    return on[0] * 0.01, (on[-1] + 1) * 0.01
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--cuts", required=True)
+    p.add_argument("--utts", type=int, default=60)
+    p.add_argument("--per-file", type=int, default=10)
+    p.add_argument("--method", default=None)
+    p.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = p.parse_args()
+    from lhotse import CutSet
+
+    from xasr.transcribe.api import Transcriber
+
+    rng = np.random.default_rng(0)
+    cuts = [c for _, c in zip(range(args.utts), CutSet.from_file(args.cuts))]
+    truth = []  # (file index, speech start, speech end) in file seconds
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for f in range(0, len(cuts), args.per_file):
+            parts, t = [], 0.0
+            for c in cuts[f:f + args.per_file]:
+                pause = np.zeros(int(rng.uniform(0.8, 2.0) * SR), np.float32)
+                x = c.load_audio()[0].astype(np.float32)
+                parts += [pause, x]
+                t += len(pause) / SR
+                a, b = speech_bounds(x)
+                truth.append((len(files), t + a, t + b))
+                t += len(x) / SR
+            parts.append(np.zeros(SR, np.float32))
+            files.append(Path(tmp) / f"long{len(files)}.wav")
+            sf.write(files[-1], np.concatenate(parts), SR, subtype="PCM_16")
+        asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, threads=2,
+                                          word_timestamps=True)
+        results = asr.transcribe(files, method=args.method)
+    starts, ends, unmatched = [], [], 0
+    for fi, a, b in truth:
+        segs = [s for s in results[fi].segments if s.words]
+        overlap = [max(0.0, min(b, s.end) - max(a, s.start)) for s in segs]
+        if not segs or max(overlap) <= 0:
+            unmatched += 1
+            continue
+        words = segs[int(np.argmax(overlap))].words
+        starts.append(words[0]["start"] - a)
+        ends.append(words[-1]["end"] - b)
+    starts, ends = np.array(starts), np.array(ends)
+    out = {"utterances": len(truth), "matched": len(starts), "unmatched": unmatched,
+           "method": args.method or asr.default_method,
+           "start_abs_median_s": float(np.median(np.abs(starts))), "start_abs_p90_s": float(np.percentile(np.abs(starts), 90)),
+           "start_signed_median_s": float(np.median(starts)),
+           "end_abs_median_s": float(np.median(np.abs(ends))), "end_abs_p90_s": float(np.percentile(np.abs(ends), 90)),
+           "end_signed_median_s": float(np.median(ends)),
+           "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])}
+    for k, v in out.items():
+        print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
