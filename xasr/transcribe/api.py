@@ -503,9 +503,9 @@ class Transcriber:
         for (item, k), text, d, p in zip(chosen, texts, durs, no_speech):
             item.texts[k] = text
             item.no_speech[k] = p
+            item.timing["decode"] += wall * d / max(total, 1e-9)
         if self.word_timestamps:
             self._align_words(chosen, texts, durs)
-            item.timing["decode"] += wall * d / max(total, 1e-9)
 
     def _align_words(self, chosen: List[Tuple[_Item, int]], texts: List[str], durs: List[float]) -> None:
         """Word times of each decoded segment: its text aligned to the CTC posteriors of the
