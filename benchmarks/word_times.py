@@ -12,7 +12,8 @@ the last 10-ms frame within 35 dB of its loudest frame (the synthesized audio ha
 lead-in and tail). With ``--word-timestamps`` transcription, each utterance is matched to the
 segment that overlaps it most; the errors are the first word's start minus the speech onset
 and the last word's end minus the speech end. Prints the median and 90th percentile of the
-absolute errors (and the signed medians), and the command.
+absolute errors (and the signed medians) for the Transcriber's word padding, or for each
+``--pads LEAD:TRAIL`` (seconds added before / after each word), and the command.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def main() -> int:
     p.add_argument("--utts", type=int, default=60)
     p.add_argument("--per-file", type=int, default=10)
     p.add_argument("--method", default=None)
+    p.add_argument("--pads", nargs="+", default=None, metavar="LEAD:TRAIL",
+                   help="seconds added before:after each word, each pair scored (default: the Transcriber's)")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = p.parse_args()
     from lhotse import CutSet
@@ -71,29 +74,46 @@ def main() -> int:
             sf.write(files[-1], np.concatenate(parts), SR, subtype="PCM_16")
         asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, threads=2,
                                           word_timestamps=True)
+        if args.pads:
+            asr.word_pad = (0.0, 0.0)  # raw alignment; each pair applied below
         results = asr.transcribe(files, method=args.method)
-    starts, ends, unmatched = [], [], 0
-    for fi, a, b in truth:
-        segs = [s for s in results[fi].segments if s.words]
-        overlap = [max(0.0, min(b, s.end) - max(a, s.start)) for s in segs]
-        if not segs or max(overlap) <= 0:
-            unmatched += 1
-            continue
-        words = segs[int(np.argmax(overlap))].words
-        starts.append(words[0]["start"] - a)
-        ends.append(words[-1]["end"] - b)
-    starts, ends = np.array(starts), np.array(ends)
-    out = {"utterances": len(truth), "matched": len(starts), "unmatched": unmatched,
-           "method": args.method or asr.default_method,
-           "start_abs_median_s": float(np.median(np.abs(starts))), "start_abs_p90_s": float(np.percentile(np.abs(starts), 90)),
-           "start_signed_median_s": float(np.median(starts)),
-           "end_abs_median_s": float(np.median(np.abs(ends))), "end_abs_p90_s": float(np.percentile(np.abs(ends), 90)),
-           "end_signed_median_s": float(np.median(ends)),
-           "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])}
-    for k, v in out.items():
-        print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
+    from xasr.decoding.align import pad_words
+
+    pads = [tuple(float(v) for v in p.split(":")) for p in args.pads] if args.pads else [None]
+    rows = []
+    for pad in pads:
+        starts, ends, unmatched = [], [], 0
+        for fi, a, b in truth:
+            segs = [s for s in results[fi].segments if s.words]
+            overlap = [max(0.0, min(b, s.end) - max(a, s.start)) for s in segs]
+            if not segs or max(overlap) <= 0:
+                unmatched += 1
+                continue
+            seg = segs[int(np.argmax(overlap))]
+            words = pad_words(seg.words, pad[0], pad[1], seg.start, seg.end) if pad else seg.words
+            starts.append(words[0]["start"] - a)
+            ends.append(words[-1]["end"] - b)
+        starts, ends = np.array(starts), np.array(ends)
+        rows.append({"lead": pad[0] if pad else None, "trail": pad[1] if pad else None,
+                     "start_abs_median_s": float(np.median(np.abs(starts))),
+                     "start_abs_p90_s": float(np.percentile(np.abs(starts), 90)),
+                     "start_signed_median_s": float(np.median(starts)),
+                     "end_abs_median_s": float(np.median(np.abs(ends))),
+                     "end_abs_p90_s": float(np.percentile(np.abs(ends), 90)),
+                     "end_signed_median_s": float(np.median(ends)), "matched": len(starts), "unmatched": unmatched})
+    print("| lead s | trail s | start: median abs error s | p90 | signed median | end: median abs error s | p90 | "
+          "signed median | matched |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['lead'] if r['lead'] is not None else 'default'} | {r['trail'] if r['trail'] is not None else ''} "
+              f"| {r['start_abs_median_s']:.3f} | {r['start_abs_p90_s']:.3f} | {r['start_signed_median_s']:+.3f} "
+              f"| {r['end_abs_median_s']:.3f} | {r['end_abs_p90_s']:.3f} | {r['end_signed_median_s']:+.3f} "
+              f"| {r['matched']}/{len(truth)} |")
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    print(f"\nmethod {args.method or asr.default_method}; {command}")
     if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
+        Path(args.out).write_text(json.dumps({"method": args.method or asr.default_method, "rows": rows,
+                                              "utterances": len(truth), "command": command}, indent=1))
     return 0
 
 

@@ -59,6 +59,11 @@ def ctc_forced_align(log_probs: np.ndarray, targets: Sequence[int], blank: int =
     return spans
 
 
+# seconds added before and after each word by transcription (xasr.transcribe.api): chosen on the
+# Aishell recipe's dev set with benchmarks/word_times.py (recipes/aishell/RESULTS.md)
+WORD_LEAD = 0.15
+WORD_TRAIL = 0.4
+
 _FRAGMENTS = re.compile(r"\s+|[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
 
 
@@ -91,11 +96,14 @@ def split_words(text: str, units) -> List[Tuple[str, List[int], List[int]]]:
 
 
 def word_timestamps(log_probs: np.ndarray, text: str, units, frame_seconds: float, blank: int = 0,
-                    offset: float = 0.0) -> List[dict]:
+                    offset: float = 0.0, lead: float = 0.0, trail: float = 0.0) -> List[dict]:
     """Words of ``text`` with their times (seconds, plus ``offset``) from the CTC posteriors
     ``log_probs`` (T, V) of its utterance; ``units`` is the model's sentencepiece processor.
     Text the units cannot write is left out of the alignment: its words get the end of the word
-    before as start and end, and probability 0. Empty when the transcript cannot be aligned."""
+    before as start and end, and probability 0. Empty when the transcript cannot be aligned.
+
+    CTC puts a unit's spike inside the sound, not at its edges: ``lead`` seconds are added before
+    each word and ``trail`` after it, never past the utterance or into the next or previous word."""
     words = split_words(text, units)
     targets = [i for _, ids, _ in words for i in ids]
     spans = ctc_forced_align(log_probs, targets, blank)
@@ -107,12 +115,26 @@ def word_timestamps(log_probs: np.ndarray, text: str, units, frame_seconds: floa
         mine = spans[k:k + len(ids)]
         k += len(ids)
         if not mine:
-            out.append({"word": word, "start": round(offset + last_end, 3), "end": round(offset + last_end, 3),
-                        "probability": 0.0})
+            out.append({"word": word, "start": last_end, "end": last_end, "probability": 0.0})
             continue
         start, end = mine[0][0] * frame_seconds, mine[-1][1] * frame_seconds
         prob = float(np.mean([post[a:b, i].mean() for (a, b), i in zip(mine, ids)]))
-        out.append({"word": word, "start": round(offset + start, 3), "end": round(offset + end, 3),
-                    "probability": round(prob, 4)})
+        out.append({"word": word, "start": start, "end": end, "probability": round(prob, 4)})
         last_end = end
+    out = pad_words(out, lead, trail, 0.0, log_probs.shape[0] * frame_seconds)
+    for w in out:
+        w["start"], w["end"] = round(offset + w["start"], 3), round(offset + w["end"], 3)
+    return out
+
+
+def pad_words(words: List[dict], lead: float, trail: float, begin: float, end: float) -> List[dict]:
+    """Copies of ``words`` with ``lead`` seconds added before each aligned word (probability > 0)
+    and ``trail`` after it, within [begin, end] and never into a neighbouring word."""
+    out = [dict(w) for w in words]
+    timed = [w for w in out if w["probability"] > 0]
+    original = [(w["start"], w["end"]) for w in timed]
+    for k, w in enumerate(timed):
+        before = timed[k - 1]["end"] if k else begin
+        after = original[k + 1][0] if k + 1 < len(timed) else end
+        w["start"], w["end"] = max(before, w["start"] - lead), min(after, w["end"] + trail)
     return out

@@ -216,6 +216,7 @@ class Transcriber:
         self.model, self.units, self.features, self.device = model, units, features, device
         self.model_dir = model_dir
         self.word_timestamps = word_timestamps  # words with times in each segment (CTC forced alignment)
+        self.word_pad: Optional[Tuple[float, float]] = None  # (lead, trail) seconds; None: align.py's defaults
         decoding = read_decoding(model_dir) if model_dir else None
         # the method the model directory names (chosen and tuned by the recipe), else llm_greedy
         self.default_method = decoding["method"] if decoding else DEFAULT_METHOD
@@ -510,14 +511,15 @@ class Transcriber:
     def _align_words(self, chosen: List[Tuple[_Item, int]], texts: List[str], durs: List[float]) -> None:
         """Word times of each decoded segment: its text aligned to the CTC posteriors of the
         batch just decoded (:mod:`xasr.decoding.align`)."""
-        from xasr.decoding.align import word_timestamps
+        from xasr.decoding.align import WORD_LEAD, WORD_TRAIL, word_timestamps
 
         log_probs, lens = self.model.last_ctc
         for b, ((item, k), text, d) in enumerate(zip(chosen, texts, durs)):
             n = int(lens[b])
             lp = log_probs[b, :n].float().cpu().numpy()
+            lead, trail = self.word_pad if self.word_pad is not None else (WORD_LEAD, WORD_TRAIL)
             item.words[k] = word_timestamps(lp, text or "", self.units, d / max(n, 1), blank=self.model.ctc.blank_id,
-                                            offset=item.spans[k][0] / self.sample_rate)
+                                            offset=item.spans[k][0] / self.sample_rate, lead=lead, trail=trail)
 
     def _log_speed(self, finished: List[Transcription], wall: float) -> None:
         audio = sum(t.duration for t in finished)
