@@ -111,3 +111,38 @@ def test_split_run_without_dips_still_bounds_every_piece():
     assert pieces[0][0] == 0 and pieces[-1][1] == 10_000
     assert all(0 < b - a <= 2000 for a, b in pieces)
     assert all(b == c for (_, b), (c, _) in zip(pieces, pieces[1:]))
+
+
+def test_silero_finds_real_speech_between_pauses_and_nothing_in_noise(tmp_path):
+    """The Silero detector on a real (synthesized) utterance with pauses around it, and on hiss."""
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        import pytest
+
+        pytest.skip("espeak-ng is not installed")
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "the quick brown fox jumps over the lazy dog"], check=True)
+    x, sr = sf.read(wav, dtype="float32")
+    from lhotse.augmentation import Resample
+
+    x = Resample(sr, SR)(x[None])[0]
+    a, b = speech_bounds_slots(x)
+    sig = np.concatenate([np.zeros(SR, np.float32), x, np.zeros(2 * SR, np.float32)])
+    cfg = VadConfig(detector="silero")
+    segs = secs(segment_speech(sig, SR, cfg))
+    assert len(segs) == 1
+    start, end = segs[0]
+    assert abs(start - (1.0 + a - cfg.pad)) < 0.25 and abs(end - (1.0 + b + cfg.pad)) < 0.35
+    hiss = (np.random.default_rng(0).standard_normal(4 * SR) * 0.05).astype(np.float32)
+    assert segment_speech(hiss, SR, cfg) == []
+
+
+def speech_bounds_slots(x: np.ndarray) -> tuple:
+    """(first, last) second of 10-ms slots within 35 dB of the loudest."""
+    e = slot_energies_db(x, SR)
+    on = np.nonzero(e > e.max() - 35)[0]
+    return on[0] * 0.01, (on[-1] + 1) * 0.01

@@ -53,9 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and json outputs")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    v = p.add_argument_group("segmentation (energy VAD; see xasr/transcribe/vad.py)")
+    v = p.add_argument_group("segmentation (energy or Silero VAD; see xasr/transcribe/vad.py)")
     v.add_argument("--no-vad", action="store_true",
                    help="decode all audio, silence included (still split at --max-segment)")
+    v.add_argument("--vad", default="energy", choices=["energy", "silero"],
+                   help="how speech is found: energy thresholds, or the Silero neural VAD [energy]")
     v.add_argument("--max-segment", type=float, default=20.0, help="longest segment in seconds")
     v.add_argument("--vad-abs-db", type=float, default=-55.0, help="frames below this (dB full scale) are silence")
     v.add_argument("--vad-rel-db", type=float, default=40.0,
@@ -89,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         raise XasrError(f"--{'srt' if args.srt else 'output-format'} needs --out-dir")
     inputs = _with_stdin(args.inputs)
     check_model_dir(args.model_dir, "--model-dir")
-    vad = VadConfig(enabled=not args.no_vad, max_segment=args.max_segment, abs_db=args.vad_abs_db,
-                    rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
+    vad = VadConfig(enabled=not args.no_vad, detector=args.vad, max_segment=args.max_segment,
+                    abs_db=args.vad_abs_db, rel_db=args.vad_rel_db, min_silence=args.min_silence, pad=args.vad_pad)
     asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, device=args.device,
                                       threads=args.threads, vad=vad, word_timestamps=args.word_timestamps)
     if args.out_dir:

@@ -261,6 +261,10 @@ class Transcriber:
                             f"({limit:g} s)")
         if self.vad.max_segment <= 2 * self.min_samples / self.sample_rate:
             raise XasrError(f"max segment length {self.vad.max_segment} s is too short for the encoder")
+        from xasr.transcribe.vad import DETECTORS
+
+        if self.vad.detector not in DETECTORS:
+            raise XasrError(f"VAD detector {self.vad.detector!r}: choose from {', '.join(DETECTORS)}")
 
     def settings(self, method: str) -> dict:
         """What determines the results (compared when an output directory is resumed)."""

@@ -21,11 +21,16 @@ both sides (clipped to the signal). Runs longer than ``max_segment`` (20 s) are 
 dropped: each piece ends at the quietest slot (energy smoothed over 50 ms) within the second
 half of its allowed length, and the next piece starts there, so the pieces cover the run
 exactly. ``enabled=False`` treats the whole signal as one run (only the length bound applies).
+
+``detector="silero"`` finds the speech runs with the Silero VAD neural model instead of the
+energy thresholds (the ONNX model faster-whisper ships, through its ``get_speech_timestamps``;
+16 kHz input; a 32-ms frame is speech above ``silero_threshold``); the same bridging, dropping,
+padding and splitting follow.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -44,6 +49,11 @@ class VadConfig:
     min_speech: float = 0.1  # seconds; shorter bursts are dropped
     pad: float = 0.2  # seconds of context kept before and after speech
     max_segment: float = 20.0  # seconds; longer speech is split at its quietest point
+    detector: str = "energy"  # "energy" (the thresholds above) or "silero" (a neural VAD)
+    silero_threshold: float = 0.5  # speech probability above which a Silero frame is speech
+
+
+DETECTORS = ("energy", "silero")
 
 
 def slot_energies_db(samples: np.ndarray, sample_rate: int, chunk_slots: int = 60000) -> np.ndarray:
@@ -73,15 +83,37 @@ def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
-def speech_runs(energy_db: np.ndarray, cfg: VadConfig) -> List[Tuple[int, int]]:
-    """Speech runs in slots, [(start, end)), after thresholds and smoothing (without padding)."""
+def silero_runs(samples: np.ndarray, sample_rate: int, n_slots: int, cfg: VadConfig) -> List[Tuple[int, int]]:
+    """Speech runs in 10-ms slots from the Silero VAD model (before bridging and padding)."""
+    if sample_rate != 16000:
+        raise ValueError(f"the Silero VAD takes 16 kHz audio, not {sample_rate} Hz")
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError as e:
+        from xasr.errors import XasrError
+
+        raise XasrError(f"the Silero VAD comes with faster-whisper, which cannot be imported ({e})") from None
+    found = get_speech_timestamps(np.asarray(samples, dtype=np.float32),
+                                  VadOptions(threshold=cfg.silero_threshold, min_speech_duration_ms=0,
+                                             min_silence_duration_ms=0, speech_pad_ms=0), sampling_rate=sample_rate)
+    hop = sample_rate * SLOT_SECONDS
+    return [(int(d["start"] // hop), min(n_slots, int(-(-d["end"] // hop)))) for d in found]
+
+
+def speech_runs(energy_db: np.ndarray, cfg: VadConfig, found: Optional[List[Tuple[int, int]]] = None
+                ) -> List[Tuple[int, int]]:
+    """Speech runs in slots, [(start, end)), after thresholds (or the runs another detector
+    ``found``) and smoothing (without padding)."""
     n = len(energy_db)
     if not cfg.enabled:
         return [(0, n)]
-    ref = np.percentile(energy_db, cfg.ref_percentile)
-    floor = np.percentile(energy_db, cfg.floor_percentile)
-    threshold = max(cfg.abs_db, ref - cfg.rel_db, floor + cfg.floor_margin_db)
-    runs = _runs(energy_db >= threshold)
+    if found is not None:
+        runs = list(found)
+    else:
+        ref = np.percentile(energy_db, cfg.ref_percentile)
+        floor = np.percentile(energy_db, cfg.floor_percentile)
+        threshold = max(cfg.abs_db, ref - cfg.rel_db, floor + cfg.floor_margin_db)
+        runs = _runs(energy_db >= threshold)
     min_gap = int(round(cfg.min_silence / SLOT_SECONDS))
     bridged: List[Tuple[int, int]] = []
     for s, e in runs:
@@ -119,8 +151,11 @@ def segment_speech(samples: np.ndarray, sample_rate: int, cfg: VadConfig = VadCo
     n_slots = len(energy)
     pad = int(round(cfg.pad / SLOT_SECONDS))
     max_slots = max(2, int(round(cfg.max_segment / SLOT_SECONDS)))
+    if cfg.detector not in DETECTORS:
+        raise ValueError(f"unknown VAD detector {cfg.detector!r}; choose from {', '.join(DETECTORS)}")
+    found = silero_runs(samples, sample_rate, n_slots, cfg) if cfg.enabled and cfg.detector == "silero" else None
     runs = []
-    for s, e in speech_runs(energy, cfg):
+    for s, e in speech_runs(energy, cfg, found):
         s, e = max(0, s - pad), min(n_slots, e + pad)
         if runs and s <= runs[-1][1]:  # padding closed the gap
             runs[-1] = (runs[-1][0], e)
