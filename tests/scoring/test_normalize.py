@@ -18,6 +18,7 @@ def test_registry_names_and_units():
 
 def test_normalizer_for_language():
     assert normalizer_for_language("zh") == "chinese_char"
+    assert normalizer_for_language("Chinese") == "chinese_char" and normalizer_for_language("English") == "english_word"
     assert normalizer_for_language("zh-CN") == "chinese_char"
     assert normalizer_for_language("en") == "english_word"
     assert normalizer_for_language("EN_us") == "english_word"

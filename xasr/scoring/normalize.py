@@ -65,11 +65,14 @@ def normalize(text: str, name: str) -> List[str]:
     return get_normalizer(name)(text)
 
 
-_LANGUAGE_NORMALIZER = {"zh": "chinese_char", "cmn": "chinese_char", "en": "english_word"}
+# codes, and the names lhotse's recipes write into supervisions ("Chinese" for Aishell)
+_LANGUAGE_NORMALIZER = {"zh": "chinese_char", "cmn": "chinese_char", "chinese": "chinese_char", "en": "english_word",
+                        "english": "english_word"}
 
 
 def normalizer_for_language(language: str) -> str:
-    """The normalizer name for a language code: ``zh`` -> ``chinese_char``, ``en`` -> ``english_word``.
+    """The normalizer name for a language code or name: ``zh`` / ``Chinese`` -> ``chinese_char``,
+    ``en`` / ``English`` -> ``english_word``.
 
     Region or script suffixes are ignored (``zh-CN``, ``en_US``).
     """
