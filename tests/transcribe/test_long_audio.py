@@ -21,7 +21,7 @@ from xasr.transcribe.vad import VadConfig, slot_energies_db
 pytestmark = pytest.mark.slow
 
 SR = 16000
-LOCAL_VAD = VadConfig(abs_db=-38.0, rel_db=1000.0, floor_margin_db=-1000.0, max_segment=4.0)
+LOCAL_VAD = VadConfig(abs_db=-38.0, rel_db=1000.0, floor_margin_db=-1000.0, max_segment=4.0, detector="energy")
 
 
 def utterances(corpus: Path, seconds: float):

@@ -13,7 +13,7 @@ Inputs: audio files (anything soundfile reads, and m4a, mp4, webm, aac, ... thro
 rate and channel count: down-mixed and resampled to 16 kHz), - for a list of paths on stdin,
 folders (searched recursively for audio files), Kaldi wav.scp lists (paths, or commands ending
 in '|' that write an audio file to stdout), lhotse cut or recording manifests (*.jsonl.gz; cut
-ids kept). Long audio is cut at pauses by an energy VAD
+ids kept). Long audio is cut at pauses by a VAD (Silero, or --vad energy)
 into segments of at most --max-segment seconds; audio without speech gets empty text.
 
 With --out-dir: results.jsonl (id, path, text, duration, segments with times, timing, error),
@@ -56,8 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("segmentation (energy or Silero VAD; see xasr/transcribe/vad.py)")
     v.add_argument("--no-vad", action="store_true",
                    help="decode all audio, silence included (still split at --max-segment)")
-    v.add_argument("--vad", default="energy", choices=["energy", "silero"],
-                   help="how speech is found: energy thresholds, or the Silero neural VAD [energy]")
+    v.add_argument("--vad", default="silero", choices=["silero", "energy"],
+                   help="how speech is found: the Silero neural VAD, or energy thresholds [silero]")
     v.add_argument("--max-segment", type=float, default=20.0, help="longest segment in seconds")
     v.add_argument("--vad-abs-db", type=float, default=-55.0, help="frames below this (dB full scale) are silence")
     v.add_argument("--vad-rel-db", type=float, default=40.0,

@@ -1,4 +1,5 @@
-"""Energy-based voice activity detection and segmentation of long audio into bounded pieces.
+"""Voice activity detection (Silero confirmed by energy, or energy alone) and segmentation of
+long audio into bounded pieces.
 
 In: mono samples at ``sample_rate``. Out: speech segments ``[(start, end), ...]`` in samples,
 in order, none longer than ``max_segment`` seconds, or ``[]`` when the signal holds no speech
@@ -22,10 +23,11 @@ dropped: each piece ends at the quietest slot (energy smoothed over 50 ms) withi
 half of its allowed length, and the next piece starts there, so the pieces cover the run
 exactly. ``enabled=False`` treats the whole signal as one run (only the length bound applies).
 
-``detector="silero"`` finds the speech runs with the Silero VAD neural model instead of the
-energy thresholds (the ONNX model faster-whisper ships, through its ``get_speech_timestamps``;
-16 kHz input; a 32-ms frame is speech above ``silero_threshold``); the same bridging, dropping,
-padding and splitting follow.
+``detector="silero"`` (the default) finds the speech runs with the Silero VAD neural model (the
+ONNX model faster-whisper ships, through its ``get_speech_timestamps``; 16 kHz input; a 32-ms
+frame is speech above ``silero_threshold``) and keeps those that overlap a run of the energy
+detector, so steady sounds it takes for speech (sustained music) are still refused; the same
+bridging, dropping, padding and splitting follow.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class VadConfig:
     min_speech: float = 0.1  # seconds; shorter bursts are dropped
     pad: float = 0.2  # seconds of context kept before and after speech
     max_segment: float = 20.0  # seconds; longer speech is split at its quietest point
-    detector: str = "energy"  # "energy" (the thresholds above) or "silero" (a neural VAD)
+    detector: str = "silero"  # "silero" (a neural VAD) or "energy" (the thresholds above)
     silero_threshold: float = 0.5  # speech probability above which a Silero frame is speech
 
 
@@ -153,7 +155,13 @@ def segment_speech(samples: np.ndarray, sample_rate: int, cfg: VadConfig = VadCo
     max_slots = max(2, int(round(cfg.max_segment / SLOT_SECONDS)))
     if cfg.detector not in DETECTORS:
         raise ValueError(f"unknown VAD detector {cfg.detector!r}; choose from {', '.join(DETECTORS)}")
-    found = silero_runs(samples, sample_rate, n_slots, cfg) if cfg.enabled and cfg.detector == "silero" else None
+    found = None
+    if cfg.enabled and cfg.detector == "silero":
+        # Silero's runs, kept where the energy detector also hears something: its cut points,
+        # and the energy detector's refusal of steady sounds (hum, noise, sustained music)
+        loud = speech_runs(energy, cfg)
+        found = [(a, b) for a, b in silero_runs(samples, sample_rate, n_slots, cfg)
+                 if any(a < e and s < b for s, e in loud)]
     runs = []
     for s, e in speech_runs(energy, cfg, found):
         s, e = max(0, s - pad), min(n_slots, e + pad)
