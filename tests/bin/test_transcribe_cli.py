@@ -12,7 +12,7 @@ import soundfile as sf
 from tests.transcribe.conftest import speechlike, tiny_model_dir, tiny_units, with_silences  # noqa: F401 (fixtures)
 from xasr.bin.cli import main
 
-SR = 16000
+SR = 16000  # the audio below is speech-like noise: the energy VAD (not Silero) takes it for speech
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def audio(tmp_path):
 def test_writes_outputs_and_exits_2_when_an_input_fails(tiny_model_dir, audio, tmp_path, capsys):
     (audio / "broken.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
     out = tmp_path / "out"
-    rc = main(["transcribe", "--model-dir", str(tiny_model_dir), "--method", "cif_greedy", "--out-dir", str(out),
+    rc = main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "--method", "cif_greedy", "--out-dir", str(out),
                "--srt", "--no-progress", "--threads", "1", str(audio)])
     assert rc == 2
     entries = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -37,13 +37,13 @@ def test_writes_outputs_and_exits_2_when_an_input_fails(tiny_model_dir, audio, t
     assert len((out / "text").read_text().splitlines()) == 3
     assert sorted(p.name for p in (out / "srt").iterdir()) == ["u0.srt", "u1.srt", "u2.srt"]
     (audio / "broken.wav").unlink()  # fixed: the rerun redoes only that one, and succeeds
-    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--method", "cif_greedy", "--out-dir", str(out),
+    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "--method", "cif_greedy", "--out-dir", str(out),
                  "--no-progress", str(audio)]) == 0
     assert [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()] == ["u0", "u1", "u2"]
 
 
 def test_prints_kaldi_lines_without_out_dir(tiny_model_dir, audio, capsys):
-    rc = main(["transcribe", "--model-dir", str(tiny_model_dir), "--method", "ctc_greedy", "--no-progress",
+    rc = main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "--method", "ctc_greedy", "--no-progress",
                str(audio / "u1.flac"), str(audio / "u0.flac")])
     assert rc == 0
     out = capsys.readouterr().out.splitlines()
@@ -56,7 +56,7 @@ def test_usage_errors_exit_1(tiny_model_dir, audio, tmp_path, capsys):
              (["--output-format", "docx", "--out-dir", str(tmp_path / "o")], "unknown format 'docx'"),
              (["--max-segment", "0.05"], "too short for the encoder"), (["--device", "tpu"], "use cpu, cuda")]
     for extra, message in cases:
-        assert main(["transcribe", "--model-dir", str(tiny_model_dir), *extra, str(audio)]) == 1
+        assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", *extra, str(audio)]) == 1
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert main(["transcribe", "--model-dir", str(tmp_path), str(audio)]) == 1
@@ -68,7 +68,7 @@ def test_paths_from_stdin_and_output_formats(tiny_model_dir, audio, tmp_path, mo
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{audio}/u0.flac\n\n{audio}/u2.flac\n"))
     out = tmp_path / "out"
-    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--method", "cif_greedy", "--out-dir", str(out),
+    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "--method", "cif_greedy", "--out-dir", str(out),
                  "--output-format", "txt,vtt", "--output-format", "srt", "--output-format", "tsv,json", "--no-progress",
                  "-", str(audio / "u1.flac")]) == 0
     ids = [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
@@ -76,7 +76,7 @@ def test_paths_from_stdin_and_output_formats(tiny_model_dir, audio, tmp_path, mo
     for fmt in ("txt", "vtt", "srt", "tsv", "json"):
         assert sorted(p.name for p in (out / fmt).iterdir()) == [f"u{k}.{fmt}" for k in range(3)]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
-    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "-"]) == 1
+    assert main(["transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "-"]) == 1
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_console_script_with_a_wav_scp_of_pipes(tiny_model_dir, audio, tmp_path)
     scp = tmp_path / "wav.scp"
     scp.write_text(f"a sox {audio}/u0.flac -r 8000 -t wav - |\nb sox {audio}/missing.flac -t wav - |\n")
     xasr = shutil.which("xasr", path=str(sys.executable).rsplit("/", 1)[0])
-    r = subprocess.run([xasr, "transcribe", "--model-dir", str(tiny_model_dir), "--method", "ctc_greedy",
+    r = subprocess.run([xasr, "transcribe", "--model-dir", str(tiny_model_dir), "--vad", "energy", "--method", "ctc_greedy",
                         "--out-dir", str(tmp_path / "out"), "--threads", "1", str(scp)],
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stderr[-2000:]

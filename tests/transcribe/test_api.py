@@ -216,7 +216,7 @@ def test_join_texts():
 
 @pytest.mark.slow
 def test_llm_methods(tiny_llm_model_dir):
-    asr = Transcriber.from_pretrained(str(tiny_llm_model_dir), threads=1)
+    asr = Transcriber.from_pretrained(str(tiny_llm_model_dir), threads=1, vad=VadConfig(detector="energy"))
     x = with_silences([speechlike(1.5, seed=1), speechlike(2.0, seed=2)], gap=1.0)
     for method in ("llm_greedy", "llm_beam"):
         r = asr.transcribe([(x, SR)], method=method)[0]
