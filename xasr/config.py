@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from xasr.data.dataset import DataConfig
 from xasr.models.model import ModelConfig
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data (setup.cfg), so pip installs carry it
 
 
 @dataclass
