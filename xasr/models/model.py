@@ -261,8 +261,9 @@ class XLLMSpeechModel(nn.Module):
     def encode(self, feats: Tensor, feat_lens: Tensor):
         return self.encoder(feats, feat_lens)  # (B, T', D), (B,)
 
-    def cif_alphas(self, h: Tensor, h_lens: Tensor) -> Optional[Tensor]:
-        """CIF weights (B, T) from the CTC head with ``cif_alphas: ctc``; None: the C-Former's predictor.
+    def cif_alphas(self, h: Tensor, h_lens: Tensor, ctc_log_probs: Optional[Tensor] = None) -> Optional[Tensor]:
+        """CIF weights (B, T) from the CTC head with ``cif_alphas: ctc`` (its log-probs on ``h``, or
+        ``ctc_log_probs`` when the caller has them); None: the C-Former's predictor.
 
         The weights are the CTC non-blank probabilities, scaled so that each row sums to the
         number of tokens on the CTC greedy path: CTC may spread one token over several
@@ -273,7 +274,7 @@ class XLLMSpeechModel(nn.Module):
         if self.cfg.cif_alphas != "ctc":
             raise ValueError(f"model.cif_alphas must be predictor or ctc, not {self.cfg.cif_alphas!r}")
         with torch.no_grad():
-            log_probs = self.ctc(h)  # (B, T, V)
+            log_probs = self.ctc(h) if ctc_log_probs is None else ctc_log_probs.detach()  # (B, T, V)
             blank = self.ctc.blank_id
             valid = torch.arange(h.shape[1], device=h.device)[None, :] < h_lens[:, None]  # (B, T)
             alphas = (1.0 - log_probs[..., blank].exp()) * valid
@@ -450,8 +451,9 @@ class XLLMSpeechModel(nn.Module):
         if method == "ctc_greedy":
             return [units.decode(u) for u in self.ctc.greedy_decode(ctc_log_probs, h_lens)]
         if method == "ctc_beam":
-            return [units.decode(list(nb[0][0])) if nb else "" for nb in self.ctc_nbest(h, h_lens, units)]
-        cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens))
+            return [units.decode(list(nb[0][0])) if nb else ""
+                    for nb in self.ctc_nbest(ctc_log_probs, h_lens, units)]
+        cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens, ctc_log_probs))
         cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
         if method == "cif_greedy":
             return cif_texts
@@ -465,7 +467,7 @@ class XLLMSpeechModel(nn.Module):
         if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
             raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
         if method == "llm_rescore":
-            return self._rescore(self.ctc_nbest(h, h_lens, units), rows, images, units)
+            return self._rescore(self.ctc_nbest(ctc_log_probs, h_lens, units), rows, images, units)
         if method == "llm_ctc":
             from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
 
@@ -543,15 +545,16 @@ class XLLMSpeechModel(nn.Module):
         lm, pieces = self._ngram[1], self._pieces[1]
         return lambda: LmFusion(lm, pieces, c.tokens, c.weight, c.token_bonus, c.oov_penalty)
 
-    def ctc_nbest(self, h: Tensor, h_lens: Tensor, units=None) -> List[List[Tuple[Tuple[int, ...], float]]]:
+    def ctc_nbest(self, ctc_log_probs: Tensor, h_lens: Tensor,
+                  units=None) -> List[List[Tuple[Tuple[int, ...], float]]]:
         """Per utterance the CTC prefix beam search's N-best (units, log-probability), best first
-        (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``). With an n-gram LM
-        (``ngram``; ``units``, the sentencepiece processor, needed) the LM is fused into the search
-        and its part is in the scores."""
+        (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``), from the CTC head's
+        log-probs (B, T, V). With an n-gram LM (``ngram``; ``units``, the sentencepiece processor,
+        needed) the LM is fused into the search and its part is in the scores."""
         from xasr.decoding.joint_ctc import CtcPrefixScorer
         from xasr.decoding.rescore import ctc_prefix_search
 
-        log_probs = self.ctc(h).float().cpu().numpy()  # (B, T, V)
+        log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
         k = self.cfg.ctc_beam_size
         fusion = self.lm_fusion(units) if units is not None else None
         return [ctc_prefix_search(CtcPrefixScorer(log_probs[b, :max(1, n)], self.ctc.blank_id), beam=k, nbest=k,
