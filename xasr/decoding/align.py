@@ -13,10 +13,11 @@ starts after whitespace in the text and at every CJK character.
 """
 from __future__ import annotations
 
-import re
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from xasr.scoring.normalize import is_cjk
 
 def ctc_forced_align(log_probs: np.ndarray, targets: Sequence[int], blank: int = 0
                      ) -> Optional[List[Tuple[int, int]]]:
@@ -64,11 +65,17 @@ def ctc_forced_align(log_probs: np.ndarray, targets: Sequence[int], blank: int =
 WORD_LEAD = 0.15
 WORD_TRAIL = 0.4
 
-_FRAGMENTS = re.compile(r"\s+|[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
-
-
-def _is_cjk(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+def _fragments(surface: str) -> List[Tuple[str, str]]:
+    """(kind, text) runs of a piece's text: "space" and "other" runs, and each CJK character
+    (:func:`xasr.scoring.normalize.is_cjk`) alone as "cjk"."""
+    out: List[Tuple[str, str]] = []
+    for ch in surface:
+        kind = "space" if ch.isspace() else "cjk" if is_cjk(ch) else "other"
+        if out and kind != "cjk" and out[-1][0] == kind:
+            out[-1] = (kind, out[-1][1] + ch)
+        else:
+            out.append((kind, ch))
+    return out
 
 
 def split_words(text: str, units) -> List[Tuple[str, List[int], List[int]]]:
@@ -80,11 +87,11 @@ def split_words(text: str, units) -> List[Tuple[str, List[int], List[int]]]:
     words: List[Tuple[str, List[int], List[int]]] = []
     new_word = True
     for pos, piece in enumerate(proto.pieces):
-        for frag in _FRAGMENTS.findall(piece.surface):
-            if frag.isspace():
+        for kind, frag in _fragments(piece.surface):
+            if kind == "space":
                 new_word = True
                 continue
-            if new_word or _is_cjk(frag) or (words and _is_cjk(words[-1][0][-1])):
+            if new_word or kind == "cjk" or (words and is_cjk(words[-1][0][-1])):
                 words.append((frag, [], []))
                 new_word = False
             else:

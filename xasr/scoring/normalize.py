@@ -95,7 +95,7 @@ def split_whitespace(text: str) -> List[str]:
 
 # ----------------------------------------------------------------------------- Chinese
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
     """A character written one per syllable: Han ideographs, kana, Hangul syllables."""
     cp = ord(ch)
     return (
@@ -124,11 +124,11 @@ def chinese_chars(text: str) -> List[str]:
         cat = unicodedata.category(ch)
         if cat[0] in "PS":
             continue
-        if _is_cjk(ch) or ch.isspace() or cat[0] not in "LN":
+        if is_cjk(ch) or ch.isspace() or cat[0] not in "LN":
             if run:
                 tokens.append("".join(run).upper())
                 run = []
-            if _is_cjk(ch):
+            if is_cjk(ch):
                 tokens.append(ch)
             continue
         run.append(ch)
