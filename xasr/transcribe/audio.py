@@ -107,30 +107,23 @@ def read_audio_file(path: str) -> Tuple[np.ndarray, int]:
     try:
         samples, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
-        if not _maybe_soundfile_format(path):  # m4a, mp4, webm, aac, ...: FFmpeg through PyAV
+        try:
+            info = sf.info(path)
+        except Exception:
+            info = None
+        if info is None and not _soundfile_header(path):  # m4a, mp4, webm, aac, ...: FFmpeg through PyAV
             return decode_with_av(path, path)
         promised = ""
-        try:  # a header that reads while the data does not: a damaged or truncated file
-            info = sf.info(path)
-            if info.frames > 0 and info.samplerate > 0:
-                promised = (f"; its header promises {info.frames / info.samplerate:.2f} s of audio, so the file "
-                            "is probably truncated or damaged")
-        except Exception:
-            pass
+        if info is not None and info.frames > 0 and info.samplerate > 0:  # a header that reads, data that does not
+            promised = (f"; its header promises {info.frames / info.samplerate:.2f} s of audio, so the file "
+                        "is probably truncated or damaged")
         raise AudioError(f"{path}: not a readable audio file ({_short(e)}){promised}") from None
     return samples, int(sr)
 
 
-def _maybe_soundfile_format(path: str) -> bool:
-    """Whether libsndfile recognises the file's header (then its error is the one to report:
-    a damaged WAV or FLAC is not handed to FFmpeg, which would decode what it can silently)."""
-    import soundfile as sf
-
-    try:
-        sf.info(path)
-        return True
-    except Exception:
-        pass
+def _soundfile_header(path: str) -> bool:
+    """Whether the file starts like a format libsndfile owns (WAV, FLAC, AIFF): its error is then
+    the one to report, rather than handing a damaged file to FFmpeg, which decodes what it can."""
     with open(path, "rb") as f:
         head = f.read(12)
     return head[:4] in (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"FORM")
