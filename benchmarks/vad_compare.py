@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from long_files import join_with_pauses  # benchmarks/long_files.py, next to this script
 
 SR = 16000
 
@@ -64,10 +65,7 @@ def main() -> int:
     for condition in ("clean", f"noise {args.snr:g} dB"):
         files = []
         for idx in groups:
-            parts = []
-            for i in idx:
-                parts += [np.zeros(int(rng.uniform(0.3, 2.0) * SR), np.float32), audio[i]]
-            x = np.concatenate(parts + [np.zeros(SR, np.float32)])
+            x, _ = join_with_pauses([audio[i] for i in idx], rng, 0.3, 2.0, SR)
             if condition != "clean":
                 speech = np.concatenate([audio[i] for i in idx])
                 level = np.sqrt(np.mean(speech ** 2)) * 10 ** (-args.snr / 20)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from long_files import join_with_pauses  # benchmarks/long_files.py, next to this script
 
 SR = 16000
 
@@ -60,18 +61,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for f in range(0, len(cuts), args.per_file):
-            parts, t = [], 0.0
-            for c in cuts[f:f + args.per_file]:
-                pause = np.zeros(int(rng.uniform(0.8, 2.0) * SR), np.float32)
-                x = c.load_audio()[0].astype(np.float32)
-                parts += [pause, x]
-                t += len(pause) / SR
+            audio = [c.load_audio()[0].astype(np.float32) for c in cuts[f:f + args.per_file]]
+            joined, starts = join_with_pauses(audio, rng, 0.8, 2.0, SR)
+            for x, t in zip(audio, starts):
                 a, b = speech_bounds(x)
                 truth.append((len(files), t + a, t + b))
-                t += len(x) / SR
-            parts.append(np.zeros(SR, np.float32))
             files.append(Path(tmp) / f"long{len(files)}.wav")
-            sf.write(files[-1], np.concatenate(parts), SR, subtype="PCM_16")
+            sf.write(files[-1], joined, SR, subtype="PCM_16")
         asr = Transcriber.from_pretrained(args.model_dir, models_dir=args.models_dir, threads=2,
                                           word_timestamps=True)
         if args.pads:
