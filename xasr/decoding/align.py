@@ -116,7 +116,6 @@ def word_timestamps(log_probs: np.ndarray, text: str, units, frame_seconds: floa
     spans = ctc_forced_align(log_probs, targets, blank)
     if spans is None:
         return []
-    post = np.exp(log_probs)
     out, k, last_end = [], 0, 0.0
     for word, ids, _ in words:
         mine = spans[k:k + len(ids)]
@@ -125,7 +124,7 @@ def word_timestamps(log_probs: np.ndarray, text: str, units, frame_seconds: floa
             out.append({"word": word, "start": last_end, "end": last_end, "probability": 0.0})
             continue
         start, end = mine[0][0] * frame_seconds, mine[-1][1] * frame_seconds
-        prob = float(np.mean([post[a:b, i].mean() for (a, b), i in zip(mine, ids)]))
+        prob = float(np.mean([np.exp(log_probs[a:b, i]).mean() for (a, b), i in zip(mine, ids)]))
         out.append({"word": word, "start": start, "end": end, "probability": round(prob, 4)})
         last_end = end
     out = pad_words(out, lead, trail, 0.0, log_probs.shape[0] * frame_seconds)

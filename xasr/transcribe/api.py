@@ -518,10 +518,10 @@ class Transcriber:
         from xasr.decoding.align import WORD_LEAD, WORD_TRAIL, word_timestamps
 
         log_probs, lens = self.model.last_ctc
+        lead, trail = self.word_pad if self.word_pad is not None else (WORD_LEAD, WORD_TRAIL)
         for b, ((item, k), text, d) in enumerate(zip(chosen, texts, durs)):
             n = int(lens[b])
             lp = log_probs[b, :n].float().cpu().numpy()
-            lead, trail = self.word_pad if self.word_pad is not None else (WORD_LEAD, WORD_TRAIL)
             item.words[k] = word_timestamps(lp, text or "", self.units, d / max(n, 1), blank=self.model.ctc.blank_id,
                                             offset=item.spans[k][0] / self.sample_rate, lead=lead, trail=trail)
 
