@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "models": "models",
     "benchmark": "benchmark",
     "transcribe": "transcribe",
+    "serve": "serve",
 }
 
 
