@@ -133,7 +133,7 @@ def test_concurrent_clients_share_batches_and_each_gets_its_own_text(asr, tmp_pa
             got = list(pool.map(lambda b: post(c, b).json()["text"], clips))
         health = c.get("/health").json()
     assert got == alone
-    assert health["queued"] == 0
+    assert health["queued"] == 0 and health["requests_decoded"] == 6 and 1 <= health["batches"] <= 6
 
 
 def test_batches_hold_several_requests(asr):

@@ -239,7 +239,9 @@ def create_app(transcriber, config: ServerConfig):
     async def health():
         worker = state.get("worker")
         return {"status": "ok" if worker else "starting", "model": config.model_name,
-                "queued": worker.waiting() if worker else 0, "max_queue": config.max_queue}
+                "queued": worker.waiting() if worker else 0, "max_queue": config.max_queue,
+                "batches": len(worker.batches) if worker else 0,
+                "requests_decoded": sum(worker.batches) if worker else 0}
 
     @app.get("/v1/models")
     async def models(request: Request):
