@@ -5,7 +5,10 @@ The model's CTC log-probabilities are computed once; every grid point then runs 
 table (error rate, its 95% bootstrap interval, seconds of search) with the command, and writes
 ``lm-grid-{set}.tsv`` and ``lm-grid-{set}.png`` (error rate against the LM weight, a line per
 OOV penalty and token bonus) to ``--out-dir``. A grid point is WEIGHT:BONUS:OOV_PENALTY; 0:0:0 is
-the search without the LM.
+the search without the LM. A fourth field, WEIGHT:BONUS:OOV_PENALTY:SCALE, searches with
+homophone classes (:mod:`xasr.decoding.homophones`: characters espeak-ng's Mandarin voice reads
+alike) and the CTC head's split of a class among its members raised to SCALE (0: the LM alone
+chooses among homophones; 1: the head's split kept).
 
 Usage:
   cd recipes/librispeech
@@ -19,15 +22,17 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
-def parse_point(text: str) -> Tuple[float, float, float]:
+def parse_point(text: str) -> Tuple[float, float, float, Optional[float]]:
     try:
-        w, b, oov = (float(x) for x in text.split(":"))
+        fields = [float(x) for x in text.split(":")]
+        if len(fields) not in (3, 4):
+            raise ValueError
     except ValueError:
-        raise SystemExit(f"--points: {text!r} is not WEIGHT:BONUS:OOV_PENALTY")
-    return w, b, oov
+        raise SystemExit(f"--points: {text!r} is not WEIGHT:BONUS:OOV_PENALTY[:HOMOPHONE_SCALE]")
+    return fields[0], fields[1], fields[2], (fields[3] if len(fields) == 4 else None)
 
 
 def ctc_log_probs(model, cfg, cuts, max_duration: float) -> Dict[str, "object"]:
@@ -89,26 +94,52 @@ def main(argv: List[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"command: python benchmarks/lm_grid.py {' '.join(argv)}")
     print(f"{name}: {len(refs)} utterances, {tokens} LM {lm_path} (order {lm.order}), beam {beam}\n")
-    print("| LM weight | token bonus | OOV penalty | error % [95% CI] | search s |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    classes = None
+    if any(pt[3] is not None for pt in points):
+        from xasr.decoding.homophones import espeak_readings, unit_classes
+
+        classes = unit_classes(pieces, espeak_readings(c for pc in pieces for c in pc.replace("\u2581", "")))
+        print(f"homophone classes: {len(pieces)} units in {len(set(classes.tolist()))} classes")
+    print("| LM weight | token bonus | OOV penalty | homophone scale | error % [95% CI] | search s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
-    for w, b, oov in points:
+    hyps_at = {}
+    for w, b, oov, hscale in points:
+        from xasr.decoding.homophones import class_log_probs
+
         t0 = time.time()
         hyps = {}
         for cid, lp in log_probs.items():
             fusion = LmFusion(lm, pieces, tokens, w, b, oov) if (w, b) != (0.0, 0.0) else None
-            nbest = ctc_prefix_search(CtcPrefixScorer(lp, model.ctc.blank_id), beam=beam, nbest=beam, lm=fusion)
+            if hscale is None:
+                scorer = CtcPrefixScorer(lp, model.ctc.blank_id)
+            else:
+                scorer = CtcPrefixScorer(class_log_probs(lp, classes, hscale), model.ctc.blank_id, classes=classes)
+            nbest = ctc_prefix_search(scorer, beam=beam, nbest=beam, lm=fusion)
             hyps[cid] = units.decode(list(nbest[0][0])) if nbest else ""
         secs = time.time() - t0
         r = score(refs, hyps, args.normalizer)
+        hyps_at[(w, b, oov, hscale)] = r
         lo, hi = r.interval()
-        rows.append((w, b, oov, 100 * r.error_rate, 100 * lo, 100 * hi, secs))
-        print(f"| {w:g} | {b:g} | {oov:g} | {100 * r.error_rate:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] | {secs:.1f} |",
-              flush=True)
+        rows.append((w, b, oov, -1.0 if hscale is None else hscale, 100 * r.error_rate, 100 * lo, 100 * hi, secs))
+        hs = "-" if hscale is None else f"{hscale:g}"
+        print(f"| {w:g} | {b:g} | {oov:g} | {hs} | {100 * r.error_rate:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
+              f"{secs:.1f} |", flush=True)
     with open(out / f"lm-grid-{name}.tsv", "w") as f:
-        f.write("lm_weight\ttoken_bonus\toov_penalty\terror\tci_low\tci_high\tsearch_seconds\n")
+        f.write("lm_weight\ttoken_bonus\toov_penalty\thomophone_scale\terror\tci_low\tci_high\tsearch_seconds\n")
         for row in rows:
-            f.write("\t".join(f"{x:g}" if i < 3 else f"{x:.2f}" for i, x in enumerate(row)) + "\n")
+            f.write("\t".join(f"{x:g}" if i < 4 else f"{x:.2f}" for i, x in enumerate(row)) + "\n")
+    if len(hyps_at) > 1:
+        from xasr.scoring.stats import paired_bootstrap_test
+
+        first, *rest = list(hyps_at)
+        a = hyps_at[first]
+        print(f"\np (one-sided paired bootstrap) that a point is not better than the first, "
+              f"{':'.join('-' if x is None else f'{x:g}' for x in first)}:")
+        for key in rest:
+            b = hyps_at[key]
+            p = paired_bootstrap_test(a.per_utt_errors(), b.per_utt_errors(), a.per_utt_ref_lens())
+            print(f"  {':'.join('-' if x is None else f'{x:g}' for x in key)}: {p:.3f}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,14 +147,15 @@ def main(argv: List[str]) -> int:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     lines: Dict[Tuple[float, float], List[Tuple[float, float]]] = {}
-    for w, b, oov, err, *_ in rows:
+    for w, b, oov, hs, err, *_ in rows:
         if (w, b) == (0.0, 0.0):
             ax.axhline(err, color="gray", linestyle="--", label=f"no LM ({err:.1f})")
         else:
-            lines.setdefault((b, oov), []).append((w, err))
-    for (b, oov), pts in sorted(lines.items()):
+            lines.setdefault((b, oov, hs), []).append((w, err))
+    for (b, oov, hs), pts in sorted(lines.items()):
         pts.sort()
-        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=f"bonus {b:g}, OOV {oov:g}")
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o",
+                label=f"bonus {b:g}, OOV {oov:g}" + (f", homophone scale {hs:g}" if hs >= 0 else ""))
     ax.set_xlabel("LM weight")
     ax.set_ylabel(f"{r.unit} (%)")
     ax.set_title(f"{name}: n-gram LM in the CTC prefix search (beam {beam})")

@@ -62,14 +62,17 @@ class CtcPrefixScorer:
     ``log_probs`` (T, V): the CTC head's frame log-probabilities (within the utterance's length).
     States (the forward variables r^n, r^b of Watanabe et al. over all frames) are kept per
     unit sequence, so a hypothesis that extends a scored one costs one extension.
+    ``classes`` (V,): units of one class (homophones, :mod:`xasr.decoding.homophones`) count as
+    the same label, so two of them in a row need a blank between them, as a repeated unit does.
     """
 
-    def __init__(self, log_probs: np.ndarray, blank: int = 0) -> None:
+    def __init__(self, log_probs: np.ndarray, blank: int = 0, classes: Optional[np.ndarray] = None) -> None:
         lp = np.asarray(log_probs, dtype=np.float64)
         if lp.ndim != 2 or lp.shape[0] == 0:
             raise ValueError(f"CTC log-probabilities must be (T > 0, V), not {lp.shape}")
         self.lp = lp
         self.blank = blank
+        self.classes = classes
         self.T = lp.shape[0]
         self.blank_cum = np.cumsum(lp[:, blank])  # (T,) log prod of blanks up to t
         self.probs: Optional[np.ndarray] = None  # exp(lp), made when first needed
@@ -128,10 +131,16 @@ class CtcPrefixScorer:
             if not p:  # the first unit may also be emitted at frame 0
                 psi[h] = np.logaddexp(psi[h], self.lp[0, c])
                 continue
-            same = np.nonzero(c == p[-1])[0]
+            same = np.nonzero(self._same_label(c, p[-1]))[0]
             if len(same):  # a repeated unit needs a blank in between: phi is r^b alone
                 psi[h, same] = self._emission_sum(self.states[p][1][None, :-1], c[same])[0]
         return psi
+
+    def _same_label(self, c: np.ndarray, last: int) -> np.ndarray:
+        """(C,) bool: which of the units ``c`` repeat the label of unit ``last``."""
+        if self.classes is None:
+            return c == last
+        return self.classes[c] == self.classes[last]
 
     def _emission_sum(self, phi: np.ndarray, c: np.ndarray) -> np.ndarray:
         """log sum_t exp(phi[:, t]) p_{t+1}(c): phi (H, T - 1) -> (H, C)."""
@@ -152,7 +161,7 @@ class CtcPrefixScorer:
         # phi (T, C): the parent written by frame t in a way the unit can follow
         phi = np.repeat(np.logaddexp(rn_g, rb_g)[:, None], len(c), axis=1)
         if parent:
-            phi[:, c == parent[-1]] = rb_g[:, None]  # a repeated unit needs a blank in between
+            phi[:, self._same_label(c, parent[-1])] = rb_g[:, None]  # a repeated label needs a blank in between
         init = lp_c[0] if not parent else np.full(len(c), NEG_INF)  # r^n_0
         # r^n_t = (r^n_{t-1} + phi_{t-1}) p_t(c): with C_t = sum_{u<=t} log p_u(c), r^n_t - C_t is a
         # running log-sum of phi_{s-1} - C_{s-1}

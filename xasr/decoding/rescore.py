@@ -117,11 +117,17 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
     :func:`unit_pool` with ``k = beam``); lm: an n-gram LM fused into the search, whose part
     (:meth:`LmFusion.prefix_score`, :meth:`LmFusion.final_score`) is then added to every score
     ranked and returned (each extension is chosen from twice as many units by CTC alone).
+    With homophone classes on the scorer (``scorer.classes``), the pool holds every member of
+    the classes it touches and a hypothesis extends by every member of its likeliest classes
+    (twice ``beam`` of them with an LM), so the LM sees all homophones.
     """
+    from xasr.decoding.homophones import expand_pool
+
     if beam < 1 or nbest < 1:
         raise ValueError(f"beam and nbest must be at least 1, not {beam} and {nbest}")
+    classes = scorer.classes
     if pool is None:
-        pool = unit_pool(scorer.lp, beam, scorer.blank)
+        pool = expand_pool(unit_pool(scorer.lp, beam, scorer.blank), classes, scorer.blank)
     pool = np.asarray(pool)
     limit = scorer.T if max_units is None else min(int(max_units), scorer.T)
     ended = {}
@@ -137,7 +143,7 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
         cands = []
         psi = scorer.extension_scores(running, pool)  # (H, C)
         for y, row in zip(running, psi):
-            for j in np.argpartition(-row, k - 1)[:k]:
+            for j in (_top_classes(row, classes[pool], k) if classes is not None else np.argpartition(-row, k - 1)[:k]):
                 ext = y + (int(pool[j]),)
                 score = float(row[j]) + (lm.prefix_score(ext) if lm is not None else 0.0)
                 if score > floor:
@@ -148,6 +154,14 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
         running = [y for _, y in cands[:beam]]
         scorer.ensure(running)
     return sorted(ended.items(), key=lambda kv: -kv[1])[:nbest]
+
+
+def _top_classes(row: np.ndarray, pool_classes: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the pool units whose class is among the ``k`` classes of the best scores."""
+    order = np.argsort(-row, kind="stable")
+    _, first = np.unique(pool_classes[order], return_index=True)
+    best = pool_classes[order][np.sort(first)[:k]]
+    return np.nonzero(np.isin(pool_classes, best))[0]
 
 
 def rescore(ctc_scores: Sequence[float], llm_scores: Sequence[float], lengths: Sequence[int],
