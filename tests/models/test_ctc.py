@@ -69,3 +69,23 @@ def test_no_speech_prob_is_the_lowest_blank_posterior_within_lengths():
     assert min_blank_prob(probs.log(), torch.tensor([4, 0])) == pytest.approx([0.5, 1.0])  # no frame: nothing said
     assert min_blank_prob(torch.zeros(1, 0, 2), torch.tensor([0])) == [1.0]
     assert CtcHead(4, 2).no_speech_prob(probs.log(), torch.tensor([4, 4])) == pytest.approx([0.5, 0.1])
+
+
+def test_a_head_with_classes_shares_each_class_logit_among_its_members():
+    torch.manual_seed(0)
+    classes = [0, 1, 1, 2, 1]  # units 1, 2 and 4 sound alike
+    head = CtcHead(8, 5, classes=classes)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.zero_()
+    h = torch.randn(2, 6, 8)
+    lp = head(h)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 6), atol=1e-5)
+    assert torch.allclose(lp[..., 1], lp[..., 2]) and torch.allclose(lp[..., 1], lp[..., 4])
+    assert not torch.allclose(lp[..., 1], lp[..., 3])
+    # a target of unit 2 trains the class logit that units 1 and 4 read too
+    loss = head.loss(head(h), torch.tensor([6, 6]), torch.tensor([[2], [2]]), torch.tensor([1, 1]))
+    loss.backward()
+    assert head.class_proj.weight.grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="5 class ids"):
+        CtcHead(8, 5, classes=[0, 1, 2])
