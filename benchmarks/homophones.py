@@ -104,7 +104,7 @@ def main() -> int:
     files = [Path(x) for x in args.recogs]
     data = {f: read_recogs(f) for f in files}
     read = readings(c for pairs in data.values() for r, h in pairs for c in r + h)
-    rows = {f.name: analyse(pairs, read) for f, pairs in data.items()}
+    rows = {str(f): analyse(pairs, read) for f, pairs in data.items()}
     print(f"command: {' '.join(map(shlex.quote, sys.argv))}\n")
     print("| recogs | CER | syllable error rate | without tones | homophone substitutions (share of errors) |")
     print("| --- | ---: | ---: | ---: | ---: |")

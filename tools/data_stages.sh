@@ -2,13 +2,14 @@
 # Data stages 0-3 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced by a recipe after its options are parsed; reads these variables:
 #   corpus (aishell|librispeech), corpus_dir, download, train_hours, eval_hours, seen_hours, synth_opts, seed, nj, speed_perturb,
-#   min_duration, max_duration, unit_type (char|bpe), vocab_size, lang_dir
+#   min_duration, max_duration, unit_type (char|bpe), vocab_size, lang_dir, homophone_classes (true|false)
 # and sets: train_sets, eval_sets (split names found in data/manifests).
 #
 #   0  corpus:    synthesize the built-in corpus, or use / download --corpus-dir
 #   1  manifests: lhotse's recipe -> data/manifests/${corpus}_cuts_{split}.jsonl.gz
 #   2  features:  80-dim fbank (lilcom) -> data/fbank/${corpus}_cuts_{split}.jsonl.gz
-#   3  units:     sentencepiece on the training text -> $lang_dir/unit.model; and, with lm_order > 0,
+#   3  units:     sentencepiece on the training text -> $lang_dir/unit.model (with homophone_classes=true
+#                 also $lang_dir/unit_classes.json, the CTC head's homophone classes); and, with lm_order > 0,
 #                 the n-gram LM of the CTC prefix search (lm_tokens, lm_order; its text: lm_text, else
 #                 the synthesized corpus' lm-text.txt, else the training transcripts; never a
 #                 transcript of an evaluation set) -> $lm_file
@@ -99,7 +100,9 @@ if in_stages 2; then
 fi
 
 if in_stages 3; then
-  settings="type=$unit_type vocab_size=$vocab_size"
+  settings="type=$unit_type vocab_size=$vocab_size homophone_classes=${homophone_classes:-false}"
+  class_opt=()
+  [ "${homophone_classes:-false}" = true ] && class_opt=(--homophone-classes)
   if is_done "$lang_dir/.done" "$settings"; then
     log "Stage 3: units already there ($lang_dir), skipped"
   else
@@ -108,7 +111,7 @@ if in_stages 3; then
     for s in $train_sets; do cuts+=("data/manifests/${corpus}_cuts_${s}.jsonl.gz"); done
     log "Stage 3: $unit_type units (${cuts[*]} -> $lang_dir/unit.model)"
     xasr --log-file log/stage3-units.log train-units --cuts "${cuts[@]}" --lang-dir "$lang_dir" \
-      --type "$unit_type" --vocab-size "$vocab_size"
+      --type "$unit_type" --vocab-size "$vocab_size" "${class_opt[@]}"
     mark_done "$lang_dir/.done" "$settings"
   fi
 fi

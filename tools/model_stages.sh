@@ -32,6 +32,10 @@ if in_stages 4; then
   done
 fi
 
+# the CTC head ties homophones (stage 3's unit_classes.json) in both training stages
+class_overrides=()
+[ "${homophone_classes:-false}" = true ] && class_overrides=(model.unit_classes="$lang_dir/unit_classes.json")
+
 cache_overrides=()
 if [ "$encoder_cache" = true ]; then
   cache_dir=data/encoder_cache
@@ -49,7 +53,7 @@ if in_stages 5; then
   else
     log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
     xasr train experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
-      data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage1_overrides[@]}"
+      data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage1_overrides[@]}"
     touch "$exp_stage1/model/.done"
   fi
 fi
@@ -63,7 +67,7 @@ if in_stages 6; then
     else
       log "Stage 6: fit the S-Adapter to $llm_name's embeddings of the units ($exp_stage1/model -> ${exp_stage2}_init)"
       xasr --log-file log/stage6-align.log align-adapter experiment="${corpus}_stage2" models_dir="$models_dir" \
-        data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${stage2_overrides[@]}" \
+        data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage2_overrides[@]}" \
         --init "$exp_stage1/model" --out "${exp_stage2}_init"
       touch "${exp_stage2}_init/.done"
     fi
@@ -73,7 +77,7 @@ if in_stages 6; then
         "${lm_file:+, with the n-gram LM $lm_file})"
     xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
       models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${lm_overrides[@]}" \
-      "${stage2_overrides[@]}"
+      "${class_overrides[@]}" "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"
   fi
 fi

@@ -76,6 +76,8 @@ corpus=aishell
 unit_type=char
 vocab_size=0  # a character inventory is as large as the training text needs
 lang_dir=data/lang_char
+# the CTC head ties the characters espeak-ng reads alike (stage 3 writes data/lang_char/unit_classes.json)
+homophone_classes=true
 lm_tokens=char
 . ../../tools/data_stages.sh
 

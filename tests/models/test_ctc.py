@@ -86,6 +86,6 @@ def test_a_head_with_classes_shares_each_class_logit_among_its_members():
     # a target of unit 2 trains the class logit that units 1 and 4 read too
     loss = head.loss(head(h), torch.tensor([6, 6]), torch.tensor([[2], [2]]), torch.tensor([1, 1]))
     loss.backward()
-    assert head.class_proj.weight.grad[1].abs().sum() > 0
+    assert head.proj.class_proj.weight.grad[1].abs().sum() > 0
     with pytest.raises(ValueError, match="5 class ids"):
         CtcHead(8, 5, classes=[0, 1, 2])

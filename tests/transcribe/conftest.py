@@ -25,7 +25,7 @@ def make_units(out_dir: Path) -> Path:
 
 
 def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir: Path = None, seed: int = 0,
-                   ngram: Path = None, ctc_classes: Path = None) -> Path:
+                   ngram: Path = None, unit_classes: Path = None) -> Path:
     """A tiny random XLLMSpeechModel saved as a model directory: a conformer on fbank, or a
     Whisper encoder on whisper_mel; with an LLM when ``llm_dir`` is given, with an n-gram LM
     (an ARPA file) when ``ngram`` is."""
@@ -55,8 +55,8 @@ def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir
         cfg.model.llm.path = str(llm_dir)
     if ngram is not None:
         cfg.model.ngram.path = str(ngram)
-    if ctc_classes is not None:
-        cfg.model.ctc_classes = str(ctc_classes)
+    if unit_classes is not None:
+        cfg.model.unit_classes = str(unit_classes)
     torch.manual_seed(seed)
     model = XLLMSpeechModel(OmegaConf.to_object(cfg.model))
     return save_model_dir(model.eval(), cfg, str(units), str(out_dir))

@@ -3,7 +3,7 @@
 Usage:
   xasr train-units --cuts data/manifests/aishell_cuts_train.jsonl.gz --lang-dir data/lang_char --type char
   xasr train-units --cuts data/manifests/aishell_cuts_train.jsonl.gz --lang-dir data/lang_char --type char \
-      --homophone-classes     # also data/lang_char/ctc_classes.json, for model.ctc_classes
+      --homophone-classes     # also data/lang_char/unit_classes.json, for model.unit_classes
   xasr train-units --cuts data/manifests/librispeech_cuts_train-clean-100.jsonl.gz \
       --lang-dir data/lang_bpe_500 --type bpe --vocab-size 500
 """
@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", choices=("char", "bpe", "unigram"), default="bpe")
     p.add_argument("--vocab-size", type=int, default=500, help="for bpe / unigram")
     p.add_argument("--homophone-classes", action="store_true",
-                   help="also write <lang-dir>/ctc_classes.json: a class id per unit, shared by the characters "
-                        "espeak-ng's Mandarin voice reads alike (model.ctc_classes)")
+                   help="also write <lang-dir>/unit_classes.json: a class id per unit, shared by the characters "
+                        "espeak-ng's Mandarin voice reads alike (model.unit_classes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         sp = spm.SentencePieceProcessor(model_file=str(model))
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         classes = unit_classes(pieces, espeak_readings(c for p in pieces for c in p.replace("\u2581", "")))
-        out = model.parent / "ctc_classes.json"
+        out = model.parent / "unit_classes.json"
         out.write_text(json.dumps(classes.tolist()) + "\n")
         logging.getLogger("xasr").info("%s: %d units in %d homophone classes", out, len(pieces),
                                        len(set(classes.tolist())))

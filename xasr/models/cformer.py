@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xasr.models.cif import CifCompressor, CifConfig, lengths_to_mask
+from xasr.models.ctc import ClassTiedLinear
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,10 @@ class TransformerLayer(nn.Module):
 
 
 class CFormer(nn.Module):
-    def __init__(self, cfg: CFormerConfig) -> None:
+    """``classes``: a homophone class id per unit, which the unit head then ties
+    (:class:`xasr.models.ctc.ClassTiedLinear`)."""
+
+    def __init__(self, cfg: CFormerConfig, classes: Optional[List[int]] = None) -> None:
         super().__init__()
         if cfg.input_dim <= 0 or cfg.vocab_size <= 0:
             raise ValueError(f"CFormerConfig.input_dim ({cfg.input_dim}) and vocab_size ({cfg.vocab_size}) "
@@ -130,7 +134,7 @@ class CFormer(nn.Module):
                                                      cross_attention=cfg.cross_attention)
                                     for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size)
+        self.head = ClassTiedLinear(cfg.dim, cfg.vocab_size, classes)
 
     @property
     def output_dim(self) -> int:

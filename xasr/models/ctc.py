@@ -48,29 +48,38 @@ def ctc_greedy_decode(log_probs: Tensor, lens: Tensor, blank_id: int = BLANK_ID)
     return out
 
 
-class CtcHead(nn.Module):
+class ClassTiedLinear(nn.Linear):
     """A linear layer to unit logits; with ``classes`` (a class id per unit: homophones share
-    one), a unit's logit is its class's plus its own, so what is heard is learnt once per
-    class from every member's examples and the unit's own part only tells homophones apart."""
+    one), a unit's logit is its class's plus its own, so what is heard is learnt once per class
+    from every member's examples and the unit's own part only tells homophones apart. Without
+    classes it is an ``nn.Linear`` (the same state-dict keys)."""
 
-    def __init__(self, input_dim: int, vocab_size: int, blank_id: int = BLANK_ID,
-                 classes: Optional[Sequence[int]] = None) -> None:
-        super().__init__()
-        self.blank_id = blank_id
-        self.proj = nn.Linear(input_dim, vocab_size)
+    def __init__(self, input_dim: int, vocab_size: int, classes: Optional[Sequence[int]] = None) -> None:
+        super().__init__(input_dim, vocab_size)
         self.class_proj: Optional[nn.Linear] = None
         if classes is not None:
             ids = torch.as_tensor(list(classes), dtype=torch.long)
             if ids.shape != (vocab_size,) or int(ids.min()) < 0:
-                raise ValueError(f"CTC classes: expected {vocab_size} class ids >= 0, got {tuple(ids.shape)}")
+                raise ValueError(f"unit classes: expected {vocab_size} class ids >= 0, got {tuple(ids.shape)}")
             self.register_buffer("classes", ids, persistent=False)
             self.class_proj = nn.Linear(input_dim, int(ids.max()) + 1)
 
     def forward(self, h: Tensor) -> Tensor:
-        logits = self.proj(h)
+        logits = super().forward(h)
         if self.class_proj is not None:
             logits = logits + self.class_proj(h)[..., self.classes]
-        return F.log_softmax(logits, dim=-1)  # (B, T, V)
+        return logits
+
+
+class CtcHead(nn.Module):
+    def __init__(self, input_dim: int, vocab_size: int, blank_id: int = BLANK_ID,
+                 classes: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        self.blank_id = blank_id
+        self.proj = ClassTiedLinear(input_dim, vocab_size, classes)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.log_softmax(self.proj(h), dim=-1)  # (B, T, V)
 
     def loss(self, log_probs: Tensor, lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
         """log_probs (B, T, V), lens (B,), targets (B, S) padded, target_lens (B,) -> per-unit loss."""

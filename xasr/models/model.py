@@ -91,8 +91,10 @@ class ModelConfig:
     ctc_weight: float = 0.5
     # a JSON list of a class id per unit (homophones share one: `xasr train-units
     # --homophone-classes`): the CTC head's logit of a unit is its class's plus its own
-    # (xasr.models.ctc.CtcHead); a trained model directory keeps its own copy
-    ctc_classes: Optional[str] = None
+    # (xasr.models.ctc.ClassTiedLinear), and the C-Former's too with cformer_classes; a trained
+    # model directory keeps its own copy
+    unit_classes: Optional[str] = None
+    cformer_classes: bool = False
     # where the CIF weights come from: "predictor" (the C-Former's own conv + sigmoid) or "ctc"
     # (the CTC head's non-blank probability per frame, detached: CTC spikes sit on units, so
     # the C-Former fires one vector per unit as soon as CTC has learned to spike)
@@ -151,17 +153,17 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_ctc_classes(path: str, vocab_size: int) -> List[int]:
-    """The class id of each unit from a JSON list (``model.ctc_classes``), checked."""
+def read_unit_classes(path: str, vocab_size: int) -> List[int]:
+    """The class id of each unit from a JSON list (``model.unit_classes``), checked."""
     p = Path(path)
     if not p.is_file():
-        raise XasrError(f"model.ctc_classes: {path} does not exist (a JSON list of a class id per unit)")
+        raise XasrError(f"model.unit_classes: {path} does not exist (a JSON list of a class id per unit)")
     try:
         ids = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise XasrError(f"model.ctc_classes: {path} is not JSON ({e})") from None
+        raise XasrError(f"model.unit_classes: {path} is not JSON ({e})") from None
     if not isinstance(ids, list) or len(ids) != vocab_size or not all(isinstance(i, int) and i >= 0 for i in ids):
-        raise XasrError(f"model.ctc_classes: {path} must be a list of {vocab_size} class ids >= 0 (one per unit)")
+        raise XasrError(f"model.unit_classes: {path} must be a list of {vocab_size} class ids >= 0 (one per unit)")
     return ids
 
 
@@ -196,10 +198,10 @@ class XLLMSpeechModel(nn.Module):
             cfg.context.input_dim = enc_dim
             self.context = ContextualHead(cfg.context)
             enc_dim = self.context.output_dim
-        self.ctc = CtcHead(enc_dim, cfg.vocab_size, classes=read_ctc_classes(cfg.ctc_classes, cfg.vocab_size)
-                           if cfg.ctc_classes else None)
+        classes = read_unit_classes(cfg.unit_classes, cfg.vocab_size) if cfg.unit_classes else None
+        self.ctc = CtcHead(enc_dim, cfg.vocab_size, classes=classes)
         cfg.cformer.input_dim, cfg.cformer.vocab_size = enc_dim, cfg.vocab_size
-        self.cformer = CFormer(cfg.cformer)
+        self.cformer = CFormer(cfg.cformer, classes=classes if cfg.cformer_classes else None)
         self.llm: Optional[FrozenLLM] = None
         self.adapter: Optional[Adapter] = None
         if cfg.use_llm:
@@ -616,7 +618,7 @@ CONFIG = "config.yaml"
 FROZEN = "frozen_parts.json"
 UNITS = "unit.model"
 NGRAM = "lm.arpa"  # the n-gram LM (model.ngram), kept as lm.arpa or lm.arpa.gz
-CTC_CLASSES = "ctc_classes.json"  # the CTC head's unit classes (model.ctc_classes)
+UNIT_CLASSES = "unit_classes.json"  # the unit heads' homophone classes (model.unit_classes)
 DECODING = "decoding.json"  # the decoding a recipe chose for the model, with its dev-tuned weights
 DEFAULT_METHOD = "llm_greedy"  # what transcription uses when the model directory names none
 TUNED_SETTINGS = ("rescore_ctc_weight", "rescore_length_bonus")  # what decoding.json may set
@@ -674,8 +676,8 @@ def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) 
         if not Path(lm_path).is_file():
             raise XasrError(f"model.ngram.path: {lm_path} does not exist (an ARPA language model file)")
         shutil.copy(lm_path, tmp / (NGRAM + (".gz" if str(lm_path).endswith(".gz") else "")))
-    if model.cfg.ctc_classes:
-        shutil.copy(model.cfg.ctc_classes, tmp / CTC_CLASSES)
+    if model.cfg.unit_classes:
+        shutil.copy(model.cfg.unit_classes, tmp / UNIT_CLASSES)
     (tmp / FROZEN).write_text(json.dumps(model.frozen_parts(), indent=1))
     if out.exists():
         shutil.rmtree(out)
@@ -739,8 +741,10 @@ def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
     diffs = []
     if "cif_alphas" in then and then["cif_alphas"] != now["cif_alphas"]:
         diffs.append(f"model.cif_alphas={then['cif_alphas']} there, {now['cif_alphas']} here")
-    if bool(then.get("ctc_classes")) != bool(cfg.ctc_classes):
-        diffs.append(f"model.ctc_classes={then.get('ctc_classes')} there, {cfg.ctc_classes} here")
+    if bool(then.get("unit_classes")) != bool(cfg.unit_classes):
+        diffs.append(f"model.unit_classes={then.get('unit_classes')} there, {cfg.unit_classes} here")
+    if bool(then.get("cformer_classes")) != bool(cfg.cformer_classes):
+        diffs.append(f"model.cformer_classes={then.get('cformer_classes')} there, {cfg.cformer_classes} here")
     for part in ("context", "cformer"):
         for k, v in (then.get(part) or {}).items():
             if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
@@ -787,10 +791,10 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
         cfg.model.ngram.path = str(own_lm[0])
     elif cfg.model.ngram.path:
         raise XasrError(f"{d}: its config names the n-gram LM {cfg.model.ngram.path} but {d / NGRAM} is missing")
-    if cfg.model.ctc_classes:  # likewise the CTC head's unit classes
-        if not (d / CTC_CLASSES).is_file():
-            raise XasrError(f"{d}: its config names CTC unit classes but {d / CTC_CLASSES} is missing")
-        cfg.model.ctc_classes = str(d / CTC_CLASSES)
+    if cfg.model.unit_classes:  # likewise the unit heads' homophone classes
+        if not (d / UNIT_CLASSES).is_file():
+            raise XasrError(f"{d}: its config names CTC unit classes but {d / UNIT_CLASSES} is missing")
+        cfg.model.unit_classes = str(d / UNIT_CLASSES)
     decoding = read_decoding(str(d))
     if decoding:  # the weights the recipe tuned on dev become the model's own
         for k, v in decoding.get("settings", {}).items():
