@@ -32,9 +32,10 @@ if in_stages 4; then
   done
 fi
 
-# the CTC head ties homophones (stage 3's unit_classes.json) in both training stages
+# the CTC head and the C-Former's unit head tie homophones (stage 3's unit_classes.json) in both stages
 class_overrides=()
-[ "${homophone_classes:-false}" = true ] && class_overrides=(model.unit_classes="$lang_dir/unit_classes.json")
+[ "${homophone_classes:-false}" = true ] && \
+  class_overrides=(model.unit_classes="$lang_dir/unit_classes.json" model.cformer_classes=true)
 
 cache_overrides=()
 if [ "$encoder_cache" = true ]; then
