@@ -78,6 +78,16 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
         assert (d / f"data/fbank/{recipe}_cuts_{s}.jsonl.gz").is_file()
         assert s in r.stdout  # the final summary lists every set
     assert (d / f"data/{lang}/unit.model").is_file()
+    if recipe == "aishell":  # the homophone classes the unit heads tie: one id per unit, fewer classes
+        import json
+
+        import sentencepiece as spm
+
+        classes = json.loads((d / f"data/{lang}/unit_classes.json").read_text())
+        n = spm.SentencePieceProcessor(model_file=str(d / f"data/{lang}/unit.model")).get_piece_size()
+        assert len(classes) == n and len(set(classes)) < n
+    else:
+        assert not (d / f"data/{lang}/unit_classes.json").exists()
     # the n-gram LM, from the synthesized corpus' LM text, without a sentence of the evaluation sets
     lm_text = (d / f"download/{recipe}_synth/lm-text.txt").read_text(encoding="utf-8").splitlines()
     from lhotse import CutSet
