@@ -78,3 +78,14 @@ def test_two_members_of_a_class_in_a_row_need_a_blank_between_them():
 def test_espeak_readings_make_mandarin_homophones_one_class():
     read = espeak_readings(["是", "事", "天", "市"])
     assert read["是"] == read["事"] == read["市"] != read["天"]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_symbols_have_no_reading_and_do_not_upset_the_one_call(monkeypatch):
+    import subprocess
+
+    calls = []
+    real = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    read = espeak_readings(["<", ">", "/", "是", "天"])
+    assert set(read) == {"是", "天"} and len(calls) == 1

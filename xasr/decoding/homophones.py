@@ -34,8 +34,9 @@ MANDARIN_VOICE = "cmn-latn-pinyin"
 
 
 def espeak_readings(chars: Iterable[str], voice: str = MANDARIN_VOICE) -> Dict[str, str]:
-    """{character: its phonemes as espeak-ng's ``voice`` reads it alone}, in one espeak-ng call."""
-    chars = sorted(set(chars))
+    """{character: its phonemes as espeak-ng's ``voice`` reads it alone}, in one espeak-ng call;
+    symbols (not letters or digits: espeak-ng says nothing for most) have no reading."""
+    chars = sorted(c for c in set(chars) if c.isalnum())
     if not chars:
         return {}
     exe = shutil.which("espeak-ng")
