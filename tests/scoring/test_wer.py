@@ -111,7 +111,11 @@ def test_write_results(tmp_path):
     assert details[:3] == ["u1:\tA (B->X) C (D->*)", "u2:\t(B->X) E (*->F)", ""]  # u3 is correct
     assert "SUBSTITUTIONS: count ref -> hyp\n2\tB -> X\n" in errs
     assert "DELETIONS: count ref\n1\tD\n" in errs
-    assert errs.endswith("INSERTIONS: count hyp\n1\tF\n")
+    assert "INSERTIONS: count hyp\n1\tF\n\nPER-WORD STATS" in errs
+    # per token: correct, errors it is in, count in refs, count in hyps; B (2 subs) and X first
+    stats = errs.split("PER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp\n")[1].splitlines()
+    assert stats[:2] == ["B   0 2 2 0", "X   0 2 0 2"]
+    assert "D   0 1 1 0" in stats and "F   0 1 0 1" in stats
     assert paths["wer"].read_text(encoding="utf-8") == (
         "%WER 50.00 [ 4 / 8, 1 ins, 1 del, 2 sub ]\n"
         "%SER 66.67 [ 2 / 3 ]\n"

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 from xasr.errors import XasrError
 from xasr.scoring.normalize import NormalizerError, get_normalizer, normalizer_for_language
+from xasr.scoring.wer import ScoringError, read_kaldi_text
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +149,10 @@ def load_kaldi_dir(path: str):
         if not (d / f).is_file():
             raise TestSetError(f"{d} is not a Kaldi data directory: {f} is missing")
     wav = {r[0]: r[1] for r in _read_table(d / "wav.scp")}
-    texts = {}
-    for lineno, line in enumerate((d / "text").read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            parts = line.strip().split(maxsplit=1)
-            texts[parts[0]] = parts[1] if len(parts) > 1 else ""
+    try:
+        texts = read_kaldi_text(d / "text")
+    except ScoringError as e:
+        raise TestSetError(str(e)) from None
     segments = None
     if (d / "segments").is_file():
         segments = {}

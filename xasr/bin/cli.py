@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "align-adapter": "align_adapter",
     "train": "train",
     "decode": "decode",
+    "score": "score",
     "tune-rescore": "tune_rescore",
     "mm-results": "mm_results",
     "models": "models",

@@ -7,7 +7,9 @@ counts, totals, the error rate (WER, or CER for ``chinese_char``) and the top co
 
     recogs-{set}.txt   per utterance: "{id}:\\tref=[...]" and "{id}:\\thyp=[...]" (scored tokens)
     errs-{set}.txt     the %WER line, per-utterance alignments of utterances with errors,
-                       then substitutions, deletions and insertions with counts
+                       then substitutions, deletions and insertions with counts, and
+                       per-token statistics (PER-WORD STATS: correct, errors, count in the
+                       references and in the hypotheses, as icefall writes them)
     wer-{set}.txt      the Kaldi line "%WER 4.21 [ 441 / 10476, 31 ins, 40 del, 370 sub ]"
                        (%CER for characters) and the normalizer name
 
@@ -159,6 +161,51 @@ class ScoreResult:
         return _top(self.insertions(), n)
 
 
+    def per_word_stats(self) -> List[Tuple[str, int, int, int, int]]:
+        """Per token: (token, correct, errors it is part of, count in the references, count in the
+        hypotheses), most errors first (then by token). A substitution counts an error for both
+        its tokens; an insertion or deletion for its one."""
+        stats: Dict[str, List[int]] = {}
+        for u in self.utts:
+            for r, h in u.alignment:
+                if r is not None and r == h:
+                    stats.setdefault(r, [0, 0, 0, 0])[0] += 1
+                    continue
+                if r is not None:
+                    stats.setdefault(r, [0, 0, 0, 0])[1] += 1
+                if h is not None:
+                    stats.setdefault(h, [0, 0, 0, 0])[2] += 1
+                if r is None:
+                    stats[h][3] += 1  # an insertion: it is not in the references
+        out = []
+        for tok, (corr, as_ref, as_hyp, ins) in stats.items():
+            out.append((tok, corr, as_ref + as_hyp, corr + as_ref, corr + as_hyp))
+        return sorted(out, key=lambda t: (-t[2], t[0]))
+
+
+def read_kaldi_text(path: Union[str, Path]) -> Dict[str, str]:
+    """A Kaldi ``text`` file ("<id> <text>" per line; an id alone is an empty text) -> {id: text}.
+    A repeated id is an error naming the file and both lines."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScoringError(f"{p}: no such file (a Kaldi text file: '<id> <text>' per line)")
+    out: Dict[str, str] = {}
+    first: Dict[str, int] = {}
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ScoringError(f"{p}: not UTF-8 text ({e})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if parts[0] in out:
+            raise ScoringError(f"{p}: line {lineno} repeats the id {parts[0]} of line {first[parts[0]]}")
+        out[parts[0]] = parts[1] if len(parts) > 1 else ""
+        first[parts[0]] = lineno
+    return out
+
+
 def _top(counter: Counter, n: Optional[int]) -> list:
     items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
     return items if n is None else items[:n]
@@ -297,6 +344,9 @@ def write_results(result: ScoreResult, out_dir: Union[str, Path], set_name: str,
         f.write("\nINSERTIONS: count hyp\n")
         for h, c in result.top_insertions(top_n):
             f.write(f"{c}\t{h}\n")
+        f.write("\nPER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp\n")
+        for tok, corr, errs, n_ref, n_hyp in result.per_word_stats()[:top_n]:
+            f.write(f"{tok}   {corr} {errs} {n_ref} {n_hyp}\n")
 
     with open(paths["wer"], "w", encoding="utf-8") as f:
         f.write(kaldi_line(result) + "\n")
