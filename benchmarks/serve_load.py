@@ -104,8 +104,8 @@ def summarize(name: str, clients: int, run: dict) -> dict:
             "same_text": sum(r["same_text"] for r in recs), "audio_seconds": round(sum(r["audio"] for r in ok), 1),
             "wall_seconds": round(run["wall"], 1),
             "audio_seconds_per_second": round(sum(r["audio"] for r in ok) / run["wall"], 2),
-            "latency_p50": round(float(np.percentile(lat, 50)), 3), "latency_p90": round(float(np.percentile(lat, 90)), 3),
-            "latency_p99": round(float(np.percentile(lat, 99)), 3), "latency_max": round(float(lat.max()), 3)}
+            **{f"latency_p{q}": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)},
+            "latency_max": round(float(lat.max()), 3)}
 
 
 def main() -> int:
@@ -173,7 +173,8 @@ def main() -> int:
     per_batch = {"sequential": before["requests_decoded"] / max(before["batches"], 1),
                  "concurrent": (after["requests_decoded"] - before["requests_decoded"])
                  / max(after["batches"] - before["batches"], 1)}
-    rows = [summarize("1 client, sequential", 1, seq), summarize(f"{args.clients} concurrent clients", args.clients, conc)]
+    rows = [summarize("1 client, sequential", 1, seq),
+            summarize(f"{args.clients} concurrent clients", args.clients, conc)]
     offline = {"condition": "xasr transcribe (offline, all files in one run)",
                "audio_seconds_per_second": float(speed[-1]) if speed else None,
                "wall_seconds_with_model_load": round(offline_wall, 1)}

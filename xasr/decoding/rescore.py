@@ -143,7 +143,8 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
         cands = []
         psi = scorer.extension_scores(running, pool)  # (H, C)
         for y, row in zip(running, psi):
-            for j in (_top_classes(row, classes[pool], k) if classes is not None else np.argpartition(-row, k - 1)[:k]):
+            tried = _top_classes(row, classes[pool], k) if classes is not None else np.argpartition(-row, k - 1)[:k]
+            for j in tried:
                 ext = y + (int(pool[j]),)
                 score = float(row[j]) + (lm.prefix_score(ext) if lm is not None else 0.0)
                 if score > floor:
