@@ -22,12 +22,10 @@ import ast
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, List, Tuple
 
-VOICE = "cmn-latn-pinyin"
 TONE = re.compile(r"[0-9]+")
 
 
@@ -42,18 +40,6 @@ def read_recogs(path: Path) -> List[Tuple[List[str], List[str]]]:
         elif rest.startswith("hyp="):
             pairs.append((refs.pop(uid), ast.literal_eval(rest[4:])))
     return pairs
-
-
-def readings(chars: Iterable[str]) -> Dict[str, str]:
-    """{character: espeak-ng's phonemes for it alone}, one espeak-ng call for all of them."""
-    chars = sorted(set(chars))
-    out = subprocess.run(["espeak-ng", "-v", VOICE, "-x", "-q"], input="\n".join(chars) + "\n",
-                         capture_output=True, text=True, check=True).stdout
-    lines = [x.strip().replace("_|", "").replace("_", "").strip() for x in out.splitlines() if x.strip()]
-    if len(lines) != len(chars):  # a character espeak-ng skips: fall back to one call each
-        lines = [subprocess.run(["espeak-ng", "-v", VOICE, "-x", "-q"], input=c + "\n", capture_output=True,
-                                text=True).stdout.strip().replace("_|", "").replace("_", "") or c for c in chars]
-    return {c: (r or c) for c, r in zip(chars, lines)}
 
 
 def edit_errors(ref: List[str], hyp: List[str]) -> int:
@@ -103,7 +89,10 @@ def main() -> int:
     args = p.parse_args()
     files = [Path(x) for x in args.recogs]
     data = {f: read_recogs(f) for f in files}
-    read = readings(c for pairs in data.values() for r, h in pairs for c in r + h)
+    from xasr.decoding.homophones import espeak_readings
+
+    found = espeak_readings(c for pairs in data.values() for r, h in pairs for c in r + h)
+    read = {c: found.get(c, c) for pairs in data.values() for r, h in pairs for c in r + h}  # no reading: itself
     rows = {str(f): analyse(pairs, read) for f, pairs in data.items()}
     print(f"command: {' '.join(map(shlex.quote, sys.argv))}\n")
     print("| recogs | CER | syllable error rate | without tones | homophone substitutions (share of errors) |")

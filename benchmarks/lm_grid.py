@@ -35,6 +35,11 @@ def parse_point(text: str) -> Tuple[float, float, float, Optional[float]]:
     return fields[0], fields[1], fields[2], (fields[3] if len(fields) == 4 else None)
 
 
+def point_label(point) -> str:
+    """W:B:OOV[:SCALE] as the grid names it; a missing homophone scale shows as -."""
+    return ":".join("-" if x is None else f"{x:g}" for x in point)
+
+
 def ctc_log_probs(model, cfg, cuts, max_duration: float) -> Dict[str, "object"]:
     import torch
 
@@ -70,6 +75,7 @@ def main(argv: List[str]) -> int:
     from lhotse import CutSet
 
     from xasr.data.dataset import batch_texts
+    from xasr.decoding.homophones import class_log_probs, homophone_classes
     from xasr.decoding.joint_ctc import CtcPrefixScorer
     from xasr.decoding.ngram import NgramLM
     from xasr.decoding.rescore import LmFusion, ctc_prefix_search
@@ -96,17 +102,13 @@ def main(argv: List[str]) -> int:
     print(f"{name}: {len(refs)} utterances, {tokens} LM {lm_path} (order {lm.order}), beam {beam}\n")
     classes = None
     if any(pt[3] is not None for pt in points):
-        from xasr.decoding.homophones import espeak_readings, unit_classes
-
-        classes = unit_classes(pieces, espeak_readings(c for pc in pieces for c in pc.replace("\u2581", "")))
+        classes = homophone_classes(pieces)
         print(f"homophone classes: {len(pieces)} units in {len(set(classes.tolist()))} classes")
     print("| LM weight | token bonus | OOV penalty | homophone scale | error % [95% CI] | search s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
     hyps_at = {}
     for w, b, oov, hscale in points:
-        from xasr.decoding.homophones import class_log_probs
-
         t0 = time.time()
         hyps = {}
         for cid, lp in log_probs.items():
@@ -122,9 +124,8 @@ def main(argv: List[str]) -> int:
         hyps_at[(w, b, oov, hscale)] = r
         lo, hi = r.interval()
         rows.append((w, b, oov, -1.0 if hscale is None else hscale, 100 * r.error_rate, 100 * lo, 100 * hi, secs))
-        hs = "-" if hscale is None else f"{hscale:g}"
-        print(f"| {w:g} | {b:g} | {oov:g} | {hs} | {100 * r.error_rate:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
-              f"{secs:.1f} |", flush=True)
+        print(f"| {w:g} | {b:g} | {oov:g} | {point_label((hscale,))} | "
+              f"{100 * r.error_rate:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] | {secs:.1f} |", flush=True)
     with open(out / f"lm-grid-{name}.tsv", "w") as f:
         f.write("lm_weight\ttoken_bonus\toov_penalty\thomophone_scale\terror\tci_low\tci_high\tsearch_seconds\n")
         for row in rows:
@@ -134,12 +135,12 @@ def main(argv: List[str]) -> int:
 
         first, *rest = list(hyps_at)
         a = hyps_at[first]
-        print(f"\np (one-sided paired bootstrap) that a point is not better than the first, "
-              f"{':'.join('-' if x is None else f'{x:g}' for x in first)}:")
+        print("\np (one-sided paired bootstrap) that a point is not better than the first, "
+              f"{point_label(first)}:")
         for key in rest:
             b = hyps_at[key]
             p = paired_bootstrap_test(a.per_utt_errors(), b.per_utt_errors(), a.per_utt_ref_lens())
-            print(f"  {':'.join('-' if x is None else f'{x:g}' for x in key)}: {p:.3f}")
+            print(f"  {point_label(key)}: {p:.3f}")
     import matplotlib
 
     matplotlib.use("Agg")

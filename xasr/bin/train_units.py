@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
         import sentencepiece as spm
 
-        from xasr.decoding.homophones import espeak_readings, unit_classes
+        from xasr.decoding.homophones import homophone_classes
 
         sp = spm.SentencePieceProcessor(model_file=str(model))
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-        classes = unit_classes(pieces, espeak_readings(c for p in pieces for c in p.replace("\u2581", "")))
+        classes = homophone_classes(pieces)
         out = model.parent / "unit_classes.json"
         out.write_text(json.dumps(classes.tolist()) + "\n")
         logging.getLogger("xasr").info("%s: %d units in %d homophone classes", out, len(pieces),

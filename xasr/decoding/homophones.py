@@ -20,22 +20,21 @@ every member of the classes it extends by (:func:`xasr.decoding.rescore.ctc_pref
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
 from xasr.errors import XasrError
 
-MANDARIN_VOICE = "cmn-latn-pinyin"
 
-
-def espeak_readings(chars: Iterable[str], voice: str = MANDARIN_VOICE) -> Dict[str, str]:
-    """{character: its phonemes as espeak-ng's ``voice`` reads it alone}, in one espeak-ng call;
-    symbols (not letters or digits: espeak-ng says nothing for most) have no reading."""
+def espeak_readings(chars: Iterable[str], voice: Optional[str] = None) -> Dict[str, str]:
+    """{character: its phonemes as espeak-ng's ``voice`` (default: the voice that reads the
+    built-in Mandarin corpus) reads it alone}, in one espeak-ng call; symbols (not letters or
+    digits: espeak-ng says nothing for most) have no reading."""
+    if voice is None:
+        from xasr.data.synth import MANDARIN_VOICE as voice
     chars = sorted(c for c in set(chars) if c.isalnum())
     if not chars:
         return {}
@@ -63,22 +62,9 @@ def unit_classes(pieces: Sequence[str], readings: Dict[str, str]) -> np.ndarray:
     return out
 
 
-def save_readings(readings: Dict[str, str], path: str) -> None:
-    Path(path).write_text(json.dumps(readings, ensure_ascii=False, sort_keys=True, indent=0) + "\n",
-                          encoding="utf-8")
-
-
-def load_readings(path: str) -> Dict[str, str]:
-    p = Path(path)
-    if not p.is_file():
-        raise XasrError(f"{path}: no such readings file (a JSON object: character -> reading)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise XasrError(f"{path}: not JSON ({e})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise XasrError(f"{path}: expected a JSON object of character -> reading strings")
-    return data
+def homophone_classes(pieces: Sequence[str]) -> np.ndarray:
+    """(V,) class ids of the units (:func:`unit_classes`) from espeak-ng's readings of their characters."""
+    return unit_classes(pieces, espeak_readings(c for p in pieces for c in p.replace("\u2581", "")))
 
 
 def class_log_probs(log_probs: np.ndarray, classes: np.ndarray, scale: float) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from xasr.decoding.homophones import expand_pool
 from xasr.decoding.joint_ctc import CtcPrefixScorer, Units
 from xasr.decoding.ngram import BOS, EOS, NgramLM
 
@@ -121,8 +122,6 @@ def ctc_prefix_search(scorer: CtcPrefixScorer, beam: int = 8, nbest: int = 8, ma
     the classes it touches and a hypothesis extends by every member of its likeliest classes
     (twice ``beam`` of them with an LM), so the LM sees all homophones.
     """
-    from xasr.decoding.homophones import expand_pool
-
     if beam < 1 or nbest < 1:
         raise ValueError(f"beam and nbest must be at least 1, not {beam} and {nbest}")
     classes = scorer.classes

@@ -793,7 +793,7 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
         raise XasrError(f"{d}: its config names the n-gram LM {cfg.model.ngram.path} but {d / NGRAM} is missing")
     if cfg.model.unit_classes:  # likewise the unit heads' homophone classes
         if not (d / UNIT_CLASSES).is_file():
-            raise XasrError(f"{d}: its config names CTC unit classes but {d / UNIT_CLASSES} is missing")
+            raise XasrError(f"{d}: its config names unit classes (model.unit_classes) but {d / UNIT_CLASSES} is missing")
         cfg.model.unit_classes = str(d / UNIT_CLASSES)
     decoding = read_decoding(str(d))
     if decoding:  # the weights the recipe tuned on dev become the model's own
