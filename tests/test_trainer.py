@@ -237,6 +237,23 @@ def test_two_process_ddp_equals_single_process(data, tmp_path):
         assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
 
 
+def test_two_processes_stop_together_at_the_time_budget(data, tmp_path):
+    # every rank takes the budget's decisions (schedule refits, the stop) from rank 0's clock: a rank
+    # that ended its schedule or stopped alone would leave the other waiting in a collective (the
+    # timeout turns such a hang into a failure)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "xasr.bin.cli", "train",
+                          *_overrides(data, tmp_path / "budget", "train.max_minutes=0.05", "train.num_epochs=1000",
+                                      "train.save_interval=100000")],
+                         capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    log = (tmp_path / "budget/train.log").read_text()
+    assert "world size 2" in log
+    assert "budget reaches about step" in log  # the schedule refitted (on every rank alike) ...
+    assert "training done" in log  # ... and both ranks ended at the same step
+    assert (tmp_path / "budget/model/model.safetensors").is_file()
+
+
 def test_select_by_valid_keeps_the_checkpoint_of_lowest_validation_loss(data, tmp_path):
     import json
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, and the hydra
+# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, nproc,
+# torchrun_opts (training under torchrun: tools/recipe_lib.sh's xasr_train), and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
 #
 #   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
@@ -44,7 +45,9 @@ if [ "$encoder_cache" = true ]; then
 fi
 
 if in_stages 5; then
-  if [ "$encoder_cache" = true ]; then
+  if [ "$encoder_cache" = true ] && ! on_first_node; then
+    log "Stage 5: the frozen encoder's outputs are stored by the first node ($cache_dir)"
+  elif [ "$encoder_cache" = true ]; then
     log "Stage 5: store the frozen $encoder_model encoder's outputs (data/fbank -> $cache_dir)"
     xasr --log-file log/stage5-cache.log cache-encoder experiment="${corpus}_stage1" models_dir="$models_dir" \
       data.units="$lang_dir/unit.model" "${stage1_overrides[@]}" --out-dir "$cache_dir"
@@ -53,7 +56,7 @@ if in_stages 5; then
     log "Stage 5: stage-1 model already trained ($exp_stage1/model), skipped"
   else
     log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
-    xasr train experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
+    xasr_train "" experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
       data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage1_overrides[@]}"
     touch "$exp_stage1/model/.done"
   fi
@@ -65,6 +68,8 @@ if in_stages 6; then
   else
     if [ -f "${exp_stage2}_init/.done" ]; then
       log "Stage 6: S-Adapter already fitted to the LLM's embeddings (${exp_stage2}_init), skipped"
+    elif ! on_first_node; then
+      log "Stage 6: the S-Adapter is fitted by the first node (${exp_stage2}_init)"
     else
       log "Stage 6: fit the S-Adapter to $llm_name's embeddings of the units ($exp_stage1/model -> ${exp_stage2}_init)"
       xasr --log-file log/stage6-align.log align-adapter experiment="${corpus}_stage2" models_dir="$models_dir" \
@@ -76,7 +81,7 @@ if in_stages 6; then
     [ -n "${lm_file:-}" ] && lm_overrides=(model.ngram.path="$lm_file")
     log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model" \
         "${lm_file:+, with the n-gram LM $lm_file})"
-    xasr train experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
+    xasr_train "" experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
       models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${lm_overrides[@]}" \
       "${class_overrides[@]}" "${stage2_overrides[@]}"
     touch "$exp_stage2/model/.done"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Helpers shared by recipes/*/run.sh: logging, stage selection, .done markers, the venv.
+# Helpers shared by recipes/*/run.sh: logging, stage selection, .done markers, the venv, training
+# in one process or under torchrun.
 # Source it from a recipe directory: . ../../tools/recipe_lib.sh
 
 XASR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,7 +53,42 @@ is_done() {
 # mark_done MARKER SETTINGS
 mark_done() { mkdir -p "$(dirname "$1")"; printf '%s' "$2" > "$1"; }
 
+# xasr_train LOG_FILE OVERRIDES...: `xasr train OVERRIDES` (LOG_FILE: also log there; empty: only
+# the experiment's train.log). With the recipe's --nproc N above 1, or --torchrun-opts, the same
+# training runs under torchrun: N DDP processes on this node (on CPUs they share --nj threads),
+# --torchrun-opts (e.g. "--nnodes 2 --node-rank 0 --master-addr host0 --master-port 29500") passed
+# to torchrun as they are; without node options the launch is --standalone.
+xasr_train() {
+  local log_file=$1; shift
+  local n=${nproc:-1} logging=()
+  [ -n "$log_file" ] && logging=(--log-file "$log_file")
+  if [ "$n" -eq 1 ] && [ -z "${torchrun_opts:-}" ]; then
+    xasr "${logging[@]}" train "$@"
+    return
+  fi
+  local launch=() threads=$(( ${nj:-1} / n ))
+  [ "$threads" -ge 1 ] || threads=1
+  read -r -a launch <<< "${torchrun_opts:-}"
+  [ ${#launch[@]} -gt 0 ] || launch=(--standalone)
+  log "training with torchrun: $n process(es) on this node ${torchrun_opts:+($torchrun_opts)}, $threads CPU thread(s) each"
+  # the threads first: an override of train.num_threads in the recipe's options still wins
+  torchrun --nproc-per-node "$n" "${launch[@]}" -m xasr.bin.cli "${logging[@]}" train \
+    train.num_threads="$threads" "$@"
+}
+
+# on_first_node: true unless --torchrun-opts names a --node-rank other than 0. Work beside the
+# training (stored encoder outputs, the adapter fit) is done once, by the first node; the other
+# nodes' torchrun waits for it at the rendezvous.
+on_first_node() {
+  local r
+  r=$(printf ' %s \n' "${torchrun_opts:-}" | sed -n 's/.* --node[-_]rank[= ]*\([0-9][0-9]*\) .*/\1/p')
+  [ -z "$r" ] || [ "$r" -eq 0 ]
+}
+
 require_xasr() {
   command -v xasr >/dev/null 2>&1 \
     || die "the xasr command is not installed: run 'bash tools/setup.sh' in $XASR_ROOT first"
 }
+
+# a bad --nproc fails before any work is done
+case ${nproc:-1} in ''|*[!0-9]*|0) die "--nproc takes a number of processes (1 or more), not '${nproc}'" ;; esac

@@ -12,8 +12,9 @@ as an uninterrupted run. SIGTERM (what batch schedulers send before they kill a 
 checkpoint after the current update and stops with :class:`~xasr.errors.TrainingTerminated`.
 An update whose loss or gradient is not finite is skipped and counted; ``train.max_bad_steps``
 of them in a row stop the run with an error naming the last batch's cuts. Under torchrun every
-rank draws the same global batches and keeps its share; losses are normalised by the global
-token count, so N processes compute what one process computes with the same global batch.
+rank draws the same global batches and keeps its share (a rank left without a cut runs a
+stand-in counted for nothing); losses are normalised by the global token count, so N processes
+compute what one process computes.
 """
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ class Trainer:
                                   images=image_loading(cfg.data, cfg.model.image.encoder))
         self.loader, self.sampler = make_loader(self.train_cuts, self.dataset, cfg.data, train=True, seed=tc.seed,
                                                 world_size=self.world_size, rank=self.rank)
-        self.batches_per_epoch = sum(1 for b in self.sampler.inner if len(b) >= self.world_size)
+        self.batches_per_epoch = sum(1 for _ in self.sampler.inner)
         accum = max(1, oc.accum_grad)
         epoch_steps = self.batches_per_epoch // accum
         self.total_steps = tc.max_steps if tc.max_steps > 0 else epoch_steps * tc.num_epochs
@@ -339,6 +340,17 @@ class Trainer:
         dist.all_reduce(t)
         return float(t.item())
 
+    def _clock(self) -> float:
+        """Seconds since the epoch on rank 0's clock: under DDP every rank takes the time-budget
+        decisions (schedule refits, the stop) from the same readings, or the ranks would part
+        ways at different steps and wait for each other forever."""
+        if self.world_size == 1:
+            return time.time()
+        t = torch.tensor([time.time()], dtype=torch.float64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
     def train(self) -> Path:
         with _SigtermFlag() as term:
             return self._train(term)
@@ -359,7 +371,8 @@ class Trainer:
     def _train(self, term: "_SigtermFlag") -> Path:
         tc = self.cfg.train
         self.maybe_resume()
-        start, start_step = time.time(), self.step
+        budgeted = tc.max_minutes > 0
+        start, start_step = self._clock(), self.step
         accum = max(1, self.cfg.optim.accum_grad)
         window = {"loss": 0.0, "tokens": 0.0, "audio": 0.0, "t0": time.time()}
         done = self.step >= self.total_steps
@@ -384,15 +397,16 @@ class Trainer:
                 window["audio"] += stats["audio"]
                 if self.step % tc.log_interval == 0:
                     self._log_window(window, stats)
-                if tc.max_minutes > 0:
-                    fit = self._budget_fit(fit, start, start_step, tc.max_minutes * 60)
+                now = self._clock() if budgeted else 0.0
+                if budgeted:
+                    fit = self._budget_fit(fit, now, start, start_step, tc.max_minutes * 60)
                 saved = self.step % tc.save_interval == 0
                 if saved:
                     self.save_checkpoint()
                 self._stop_on_sigterm(term, saved)
                 if self.step >= self.total_steps:
                     done = True
-                elif tc.max_minutes > 0 and (time.time() - start) / 60 > tc.max_minutes:
+                elif budgeted and (now - start) / 60 > tc.max_minutes:
                     logger.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
                     done = True
                 if done:
@@ -414,13 +428,13 @@ class Trainer:
                     peak_memory())
         return self.finish()
 
-    def _budget_fit(self, fit: Optional[tuple], start: float, start_step: int, budget: float) -> Optional[tuple]:
+    def _budget_fit(self, fit: Optional[tuple], now: float, start: float, start_step: int,
+                    budget: float) -> Optional[tuple]:
         """Fit the learning-rate schedule to the time budget: first after a few steps, then again
         each time a tenth of the budget has passed, with the step time measured since the first
         fit (start-up excluded; validation and checkpoints included), and at the schedule's last
         step if time is left. The schedule never grows beyond the one planned from num_epochs /
-        max_steps."""
-        now = time.time()
+        max_steps. ``now`` and ``start`` are readings of :meth:`_clock`."""
         done = self.step - start_step
         if fit is None:
             if done < BUDGET_CALIBRATION_STEPS:
@@ -447,19 +461,22 @@ class Trainer:
     def _update(self, batches: List[dict]) -> Optional[dict]:
         # The loss is summed over tokens and divided by the global token count of the update;
         # DDP averages gradients over ranks, hence the factor world_size.
+        # A stand-in batch (a rank left without a cut of a small global batch) runs forward and
+        # backward with weight 0.
         loss_sum = 0.0
         outs = [self._forward(batch) for batch in batches]
-        n_global = self._global_sum(sum(float(o["num_tokens"]) for o in outs))
+        weights = [0.0 if batch.get("stand_in") else 1.0 for batch in batches]
+        n_global = self._global_sum(sum(w * float(o["num_tokens"]) for w, o in zip(weights, outs)))
         self.optimizer.zero_grad(set_to_none=True)
-        for i, out in enumerate(outs):
-            loss = out["loss"] * (self.world_size / max(1.0, n_global))
+        for i, (w, out) in enumerate(zip(weights, outs)):
+            loss = out["loss"] * (w * self.world_size / max(1.0, n_global))
             sync = self.ddp is None or i == len(outs) - 1
             if self.ddp is not None and not sync:
                 with self.ddp.no_sync():
                     loss.backward(retain_graph=False)
             else:
                 loss.backward()
-            loss_sum += float(out["loss"].detach())
+            loss_sum += w * float(out["loss"].detach())
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    self.cfg.optim.grad_clip)
         # a NaN / inf loss on any rank makes the (all-reduced) gradient norm non-finite on every rank
@@ -470,12 +487,13 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        audio = self._global_sum(sum(float(b["durations"].sum()) for b in batches))
+        audio = self._global_sum(sum(w * float(b["durations"].sum()) for w, b in zip(weights, batches)))
         stats = {"loss_sum": self._global_sum(loss_sum), "tokens": n_global, "audio": audio,
                  "grad_norm": float(grad_norm)}
+        counted = [o for w, o in zip(weights, outs) if w > 0]
         for k in ("ctc", "ce", "quantity", "llm", "llm_acc"):
-            if k in outs[0]:
-                stats[k] = sum(float(o[k]) for o in outs) / len(outs)
+            if counted and k in counted[0]:
+                stats[k] = sum(float(o[k]) for o in counted) / len(counted)
         return stats
 
     def _skip_update(self, batches: List[dict], loss_sum: float, grad_norm: float) -> None:
@@ -531,6 +549,8 @@ class Trainer:
         for i, batch in enumerate(loader):
             if self.cfg.train.valid_max_batches and i >= self.cfg.train.valid_max_batches:
                 break
+            if batch.get("stand_in"):  # this rank's copy of a cut another rank scores
+                continue
             out = self.model(batch_to(batch, self.device), stage=self.cfg.train.stage)
             total += float(out["loss"])
             tokens += float(out["num_tokens"])

@@ -27,6 +27,9 @@ seen_hours=0.1         # training voices reading unseen text (test_seen / test-s
 synth_opts=""          # more options of xasr synth-corpus, e.g. "--reverb-share 0.3 --train-snr 5 40"
 seed=0                 # seed of the synthesized corpus
 nj=2                   # parallel jobs
+nproc=1                # training processes on this node (torchrun, DDP); CPU threads split --nj between them
+torchrun_opts=""       # torchrun's node options for multi-node training, e.g. "--nnodes 2 --node-rank 0
+                       # --master-addr host0 --master-port 29500" (every node runs the same command)
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
@@ -52,6 +55,8 @@ Options (default in brackets):
   --synth-opts STR     more xasr synth-corpus options (training acoustics) ["$synth_opts"]
   --seed N             seed of the synthesized corpus [$seed]
   --nj N               parallel jobs [$nj]
+  --nproc N            training processes on this node, through torchrun [$nproc]
+  --torchrun-opts STR  torchrun node options (multi-node training) ["$torchrun_opts"]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
   --min-duration S     shortest training cut kept [$min_duration]
   --max-duration S     longest training cut kept [$max_duration]

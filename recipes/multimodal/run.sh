@@ -39,6 +39,9 @@ test_scenes=100        # test utterances (one per scene), in every test conditio
 snrs="5,0"             # SNRs (dB) of the noisy dev/test copies
 seed=0                 # seed of the corpus
 nj=2                   # parallel jobs of the corpus synthesis
+nproc=1                # training processes on this node (torchrun, DDP); CPU threads split --nj between them
+torchrun_opts=""       # torchrun's node options for multi-node training, e.g. "--nnodes 2 --node-rank 0
+                       # --master-addr host0 --master-port 29500" (every node runs the same command)
 vocab_size=256         # BPE units
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
@@ -62,6 +65,8 @@ Options (default in brackets):
   --snrs LIST           SNRs (dB) of the noisy dev/test copies, comma-separated [$snrs]
   --seed N              seed of the corpus [$seed]
   --nj N                parallel jobs of the corpus synthesis [$nj]
+  --nproc N            training processes on this node, through torchrun [$nproc]
+  --torchrun-opts STR  torchrun node options (multi-node training) ["$torchrun_opts"]
   --vocab-size N        BPE units [$vocab_size]
   --stage1-opts STR     hydra overrides for stage-1 training [\"$stage1_opts\"]
   --stage2-opts STR     hydra overrides for stage-2 training [\"$stage2_opts\"]
@@ -136,21 +141,25 @@ if in_stages 2; then
 fi
 
 if in_stages 3; then
-  log "Stage 3: store the frozen whisper-base encoder's outputs (data/manifests -> $cache_dir)"
-  xasr --log-file log/stage3-cache.log cache-encoder experiment=scenes_stage1 "${common[@]}" \
-    --out-dir "$cache_dir"
-  timed stage3-cache
+  if on_first_node; then  # other nodes of a multi-node run (--torchrun-opts) wait for it
+    log "Stage 3: store the frozen whisper-base encoder's outputs (data/manifests -> $cache_dir)"
+    xasr --log-file log/stage3-cache.log cache-encoder experiment=scenes_stage1 "${common[@]}" \
+      --out-dir "$cache_dir"
+    timed stage3-cache
+  fi
   if [ -f exp/stage1/model/.done ]; then
     log "Stage 3: stage-1 model already trained (exp/stage1/model), skipped"
   else
     log "Stage 3: train stage 1, C-Former + CTC on clean + noisy speech ($cache_dir -> exp/stage1/model)"
-    xasr --log-file log/stage3-train1.log train experiment=scenes_stage1 "${common[@]}" \
+    xasr_train log/stage3-train1.log experiment=scenes_stage1 "${common[@]}" \
       data.encoder_cache="$cache_dir" "${stage1_overrides[@]}"
     touch exp/stage1/model/.done
     timed stage3-train1
   fi
   if [ -f exp/stage2_init/.done ]; then
     log "Stage 3: S-Adapter already fitted to the LLM's word embeddings (exp/stage2_init), skipped"
+  elif ! on_first_node; then
+    log "Stage 3: the S-Adapter is fitted by the first node (exp/stage2_init)"
   else
     log "Stage 3: fit the S-Adapter to the LLM's word embeddings (exp/stage1/model -> exp/stage2_init)"
     xasr --log-file log/stage3-align.log align-adapter experiment=scenes_stage2 "${common[@]}" \
@@ -162,7 +171,7 @@ if in_stages 3; then
     log "Stage 3: stage-2 model already trained (exp/stage2/model), skipped"
   else
     log "Stage 3: train stage 2, S-Adapter into the frozen SmolLM2 (exp/stage1/model -> exp/stage2/model)"
-    xasr --log-file log/stage3-train2.log train experiment=scenes_stage2 "${common[@]}" \
+    xasr_train log/stage3-train2.log experiment=scenes_stage2 "${common[@]}" \
       data.encoder_cache="$cache_dir" "${stage2_overrides[@]}"
     touch exp/stage2/model/.done
     timed stage3-train2
@@ -175,6 +184,8 @@ if in_stages 4; then
   else
     if [ -f exp/stage3_init/.done ]; then
       log "Stage 4: image path already fitted to the scenes' words (exp/stage3_init), skipped"
+    elif ! on_first_node; then
+      log "Stage 4: the image path is fitted by the first node (exp/stage3_init)"
     else
       log "Stage 4: fit the Q-Former + I-Adapter to the LLM's embeddings of each picture's words" \
           "(exp/stage2/model + $image_fit_scenes new scenes -> exp/stage3_init)"
@@ -186,7 +197,7 @@ if in_stages 4; then
     fi
     log "Stage 4: train stage 3, the S-Adapter next to the pictures' vectors in the frozen SmolLM2" \
         "(exp/stage3_init/model + pictures -> exp/stage3/model)"
-    xasr --log-file log/stage4-train3.log train experiment=scenes_stage3 "${common[@]}" \
+    xasr_train log/stage4-train3.log experiment=scenes_stage3 "${common[@]}" \
       data.encoder_cache="$cache_dir" train.init_from=exp/stage3_init/model "${stage3_overrides[@]}"
     touch exp/stage3/model/.done
     timed stage4-train3

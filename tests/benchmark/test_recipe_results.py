@@ -39,6 +39,17 @@ def test_stage_minutes_come_from_the_latest_run(tmp_path):
     assert peak_rss_since(tmp_path / "usage.jsonl", None) == 9.0
 
 
+def test_the_ranks_of_one_torchrun_launch_add_up(tmp_path):
+    rank = {"command": "train", "args": ["train", "x=1"], "start": 10, "world_size": 2, "children_peak_rss_gb": 0.0}
+    rows = [{**rank, "rank": 0, "run_id": "a", "peak_rss_gb": 1.5},
+            {**rank, "rank": 1, "run_id": "a", "peak_rss_gb": 1.25},
+            {**rank, "rank": 0, "run_id": "b", "peak_rss_gb": 1.0},
+            {**rank, "rank": 1, "run_id": "b", "peak_rss_gb": 1.0},
+            {"command": "decode", "start": 20, "peak_rss_gb": 2.5, "children_peak_rss_gb": 0.0}]
+    (tmp_path / "usage.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert peak_rss_since(tmp_path / "usage.jsonl", None) == 2.75  # launch a: both ranks at once
+
+
 def test_every_method_on_every_set_in_percent(tmp_path):
     _write(tmp_path)
     res = recipe_results("quick", "llm_rescore", tmp_path / "summary.json", tmp_path / "benchmark.json",

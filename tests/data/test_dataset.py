@@ -18,3 +18,22 @@ def test_every_cut_once_in_duration_order():
     s = GlobalBatchSampler(_cuts(6), max_duration=7, shuffle=False, num_buckets=2)
     batches = [[c.id for c in b] for b in s]
     assert sorted(i for b in batches for i in b) == sorted(c.id for c in _cuts(6))
+
+
+def test_ranks_share_every_global_batch_and_an_empty_share_gets_a_stand_in():
+    from xasr.data.dataset import STAND_IN
+
+    cuts = _cuts(7)
+    one = [[c.id for c in b] for b in GlobalBatchSampler(cuts, max_duration=9, shuffle=False, num_buckets=2)]
+    ranks = [list(GlobalBatchSampler(cuts, max_duration=9, shuffle=False, num_buckets=2, world_size=3, rank=r))
+             for r in range(3)]
+    assert all(len(r) == len(one) for r in ranks)  # every rank steps through every global batch
+    assert any(len(b) < 3 for b in one)  # some global batch has fewer cuts than ranks
+    for i, batch in enumerate(one):
+        shares = [list(r[i]) for r in ranks]
+        real = [c.id for s in shares for c in s if not (c.custom or {}).get(STAND_IN)]
+        assert sorted(real) == sorted(batch)  # each cut on exactly one rank
+        for s in shares:
+            assert len(s) >= 1
+            if (s[0].custom or {}).get(STAND_IN):
+                assert len(s) == 1 and s[0].id in batch  # a copy of a cut another rank counts

@@ -80,6 +80,21 @@ def test_the_heads_read_the_contextual_head_at_its_frame_rate():
     assert model.context.proj.weight.grad is not None and model.context.proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("cif_alphas", ["predictor", "ctc"])
+def test_every_trainable_parameter_gets_a_gradient(cif_alphas):
+    # DDP (torchrun) stops at the second update if a trainable parameter is left out of the loss
+    model = _model(cif_alphas=cif_alphas)
+    model.set_trainable(["context", "ctc", "cformer"])
+    model.encoder.requires_grad_(False)
+    model.train()
+    model(_encoded_batch(), stage=1)["loss"].backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.grad is not None for p in trainable.values()), \
+        [n for n, p in trainable.items() if p.grad is None]
+    predictor = {n for n in trainable if n.startswith("cformer.cif.")}
+    assert bool(predictor) == (cif_alphas == "predictor")  # CIF weights from the CTC head: no predictor
+
+
 def test_specaugment_only_in_training_and_repeatable_under_a_seed():
     model = _model(frozen_time_masks=2, frozen_time_mask_ratio=0.2, frozen_dim_masks=2, frozen_dim_mask_width=5)
     model.set_trainable(["context", "ctc", "cformer"])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,8 @@ def recipe_copy(tmp_path):
 def test_help_lists_options(recipe):
     r = _run(REPO / "recipes" / recipe / "run.sh", "--help")
     assert r.returncode == 0
-    for opt in ("--stage", "--stop-stage", "--corpus-dir", "--train-hours", "--nj", "--speed-perturb"):
+    for opt in ("--stage", "--stop-stage", "--corpus-dir", "--train-hours", "--nj", "--speed-perturb", "--nproc",
+                "--torchrun-opts"):
         assert opt in r.stdout
 
 
@@ -53,6 +55,15 @@ def test_bad_options_fail_before_any_work(recipe_copy, args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert not (recipe_copy / "recipes/aishell/data").exists()
+
+
+@pytest.mark.parametrize("recipe", ["aishell", "librispeech", "multimodal"])
+def test_bad_nproc_fails_before_any_work(recipe_copy, recipe):
+    if recipe == "multimodal":
+        shutil.copytree(REPO / "recipes/multimodal", recipe_copy / "recipes/multimodal")
+    r = _run(recipe_copy / "recipes" / recipe / "run.sh", "--nproc", "two")
+    assert r.returncode != 0 and "--nproc takes a number of processes (1 or more), not 'two'" in r.stderr
+    assert not (recipe_copy / "recipes" / recipe / "data").exists()
 
 
 def test_download_needs_a_corpus_dir(recipe_copy):
@@ -137,7 +148,8 @@ def test_bad_corpus_dir_fails_with_the_file_named(recipe_copy, tiny_aishell, tmp
 def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     """Every stage: corpus, manifests, features, units, models, stored encoder outputs, stage 1,
     stage 2, decoding with every method, scoring, the results table and the benchmark against
-    faster-whisper (tiny models and few steps: a plumbing test)."""
+    faster-whisper (tiny models and few steps: a plumbing test); then stage 1 again with
+    --nproc 2 (torchrun, DDP on CPUs), which must end with the same model as one process."""
     from xasr.models.install import default_models_dir
 
     env = _env()
@@ -145,10 +157,14 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     tiny = ("model.cformer.dim=64 model.cformer.num_layers=1 model.cformer.ff_dim=128 model.context.dim=64 "
             "model.context.num_layers=1 model.context.ff_dim=128 "
             "model.adapter.hidden_dim=64 train.log_interval=1 train.tensorboard=false")
+    # stage 1 without dropout (N processes draw other masks than one) and at its full learning rate
+    # from the first step (3 steps must move the weights well beyond the comparison's tolerance)
+    stage1 = (f"train.max_steps=3 {tiny} data.max_duration=40 optim.warmup_steps=1 model.context.dropout=0 "
+              "model.cformer.dropout=0 model.cformer.cif.dropout=0")
     script = recipe_copy / "recipes/librispeech/run.sh"
     r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
                         "--vocab-size", "100",
-                        "--stage1-opts", f"train.max_steps=3 {tiny}",
+                        "--stage1-opts", stage1,
                         # an untrained model's LLM runs to its length bound: keep the bound short
                         "--stage2-opts", f"train.max_steps=2 {tiny} model.length_bound_factor=0.2 "
                                          "model.length_bound_margin=3"],
@@ -190,3 +206,25 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6"], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 0 and r.stdout.count("already trained") == 2
+
+    # stage 1 again, as 2 torchrun processes: the same model as the one-process run
+    from safetensors.torch import load_file
+
+    shutil.move(d / "exp/stage1", d / "exp/stage1-one-process")
+    r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "5", "--nproc", "2", "--vocab-size", "100",
+                        "--stage1-opts", stage1], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "training with torchrun: 2 process(es)" in r.stdout
+    assert "world size 2" in (d / "exp/stage1/train.log").read_text()
+    one = load_file(str(d / "exp/stage1-one-process/model/model.safetensors"))
+    two = load_file(str(d / "exp/stage1/model/model.safetensors"))
+    assert one.keys() == two.keys()
+    for k in one:
+        a, b = one[k], two[k]
+        if k.endswith("qkv.bias"):  # the key bias cannot change any attention weight: its gradient is
+            n = a.numel() // 3      # rounding noise, which Adam scales up to learning-rate-sized steps
+            a, b = torch.cat([a[:n], a[2 * n:]]), torch.cat([b[:n], b[2 * n:]])
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (k, (a - b).abs().max())
+    # ... and the ranks' peaks add up in the run's peak memory
+    ranks = [json.loads(x) for x in (d / "log/usage.jsonl").read_text().splitlines() if '"world_size"' in x]
+    assert sorted(x["rank"] for x in ranks) == [0, 1] and ranks[0]["run_id"] == ranks[1]["run_id"]

@@ -21,3 +21,15 @@ def test_the_cli_records_failed_commands_too(tmp_path, monkeypatch):
                  "--methods", "ctc_greedy", "--out-dir", str(tmp_path / "out")]) == 1
     row = json.loads(path.read_text())
     assert row["command"] == "decode" and row["status"] == 1 and row["wall_seconds"] >= 0
+
+
+def test_record_usage_marks_torchrun_ranks(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run7")
+    record_usage("train", ["train"], 0.0, 0, path=str(tmp_path / "u.jsonl"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    record_usage("decode", ["decode"], 0.0, 0, path=str(tmp_path / "u.jsonl"))
+    ddp, single = [json.loads(x) for x in (tmp_path / "u.jsonl").read_text().splitlines()]
+    assert (ddp["rank"], ddp["world_size"], ddp["run_id"]) == (1, 2, "run7")
+    assert "rank" not in single and "world_size" not in single

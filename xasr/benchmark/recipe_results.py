@@ -69,10 +69,12 @@ def read_stage_log(path: Path, now: Optional[float] = None) -> Tuple[Optional[fl
 
 def peak_rss_since(usage_path: Path, since: Optional[float]) -> Optional[float]:
     """The largest peak RSS (GB) of the xasr commands (and their worker processes) started at or
-    after ``since``, from ``usage.jsonl``."""
+    after ``since``, from ``usage.jsonl``. The ranks of one torchrun launch (same run_id and
+    command) ran at once: their peaks are summed."""
     if not usage_path.is_file():
         return None
-    peak = None
+    single: List[float] = []
+    launches: Dict[tuple, float] = {}
     for line in usage_path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
@@ -81,8 +83,13 @@ def peak_rss_since(usage_path: Path, since: Optional[float]) -> Optional[float]:
         if since is not None and row.get("start", 0) < since:
             continue
         v = max(row.get("peak_rss_gb") or 0.0, row.get("children_peak_rss_gb") or 0.0)
-        peak = v if peak is None else max(peak, v)
-    return None if peak is None else round(peak, 2)
+        if row.get("world_size", 1) > 1:
+            key = (row.get("run_id"), row.get("command"), tuple(row.get("args") or ()))
+            launches[key] = launches.get(key, 0.0) + v
+        else:
+            single.append(v)
+    peaks = single + list(launches.values())
+    return round(max(peaks), 2) if peaks else None
 
 
 def recipe_results(budget: str, main_method: str, decode_summary: Optional[Path], benchmark: Optional[Path],

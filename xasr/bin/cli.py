@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -62,7 +63,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_file)
+    log_file = args.log_file
+    rank = int(os.environ.get("RANK", "0"))
+    if log_file and rank > 0:  # under torchrun: one log per rank, not interleaved lines
+        log_file = f"{log_file}.rank{rank}"
+    setup_logging(log_file)
     status = 1
     try:
         status = int(args._run(args) or 0)

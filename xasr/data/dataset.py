@@ -96,6 +96,7 @@ class AsrDataset(torch.utils.data.Dataset):
         batch: Dict[str, object] = {
             "ids": [c.id for c in cuts], "feats": feats, "feat_lens": feat_lens, "texts": texts,
             "durations": torch.tensor([c.duration for c in cuts]), "encoded": self.encoded,
+            "stand_in": any((c.custom or {}).get(STAND_IN) for c in cuts),  # see GlobalBatchSampler
         }
         if self.images is not None:
             from xasr.data.images import collate_images
@@ -111,12 +112,18 @@ class AsrDataset(torch.utils.data.Dataset):
         return batch
 
 
+STAND_IN = "xasr_stand_in"  # a cut's custom field: a copy for a rank left without a cut, counted for nothing
+
+
 class GlobalBatchSampler(torch.utils.data.Sampler):
     """Yields this rank's share of each global duration-bucketed batch.
 
     Every rank runs the same lhotse sampler (same seed, world size 1) and keeps the cuts at
-    positions rank, rank + world_size, ... of each global batch sorted by duration. Global
-    batches with fewer cuts than ranks are skipped on every rank alike.
+    positions rank, rank + world_size, ... of each global batch sorted by duration. A rank
+    left without a cut (a global batch with fewer cuts than ranks) gets a stand-in: the batch's
+    first cut marked ``custom[STAND_IN]``, which the dataset flags (``batch["stand_in"]``) and
+    the trainer counts for nothing. Every rank still runs forward and backward, as DDP needs,
+    and N ranks train on exactly the batches one process does.
     """
 
     def __init__(self, cuts, max_duration: float, shuffle: bool, num_buckets: int, seed: int = 0,
@@ -148,13 +155,11 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
         skip, self.skip_batches = self.skip_batches, 0
         for batch in self.inner:
-            if len(batch) < self.world_size:
-                continue
             if skip > 0:  # resuming: these batches were trained on before the interruption
                 skip -= 1
                 continue
             cuts = sorted(batch, key=lambda c: (-c.duration, c.id))
-            mine = cuts[self.rank::self.world_size]
+            mine = cuts[self.rank::self.world_size] or [cuts[0].with_custom(STAND_IN, True)]
             yield CutSet.from_cuts(mine)
 
     def __len__(self) -> int:  # lhotse's dynamic samplers do not know it in advance

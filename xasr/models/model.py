@@ -255,11 +255,14 @@ class XLLMSpeechModel(nn.Module):
         if unknown:
             raise ValueError(f"unknown trainable parts {sorted(unknown)}; choose from {PARTS}")
         pretrained = set(self.pretrained_param_names())
+        # CIF weights taken from the CTC head leave the C-Former's own predictor out of every loss:
+        # it is not trained (DDP refuses parameters that get no gradient)
+        unused = ("cformer.cif.conv.", "cformer.cif.weight_proj.") if self.cfg.cif_alphas == "ctc" else ()
         for n, p in self.named_parameters():
             part = n.split(".", 1)[0]
             if "lora_" in n:
                 part = "lora"
-            p.requires_grad_(part in parts and n not in pretrained)
+            p.requires_grad_(part in parts and n not in pretrained and not n.startswith(unused))
         if "adapter" in parts and self.adapter is None:
             raise ValueError("the adapter trains only with model.use_llm=true")
         if {"qformer", "image_adapter"} & set(parts) and self.qformer is None:
@@ -745,12 +748,19 @@ def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
         diffs.append(f"model.unit_classes={then.get('unit_classes')} there, {cfg.unit_classes} here")
     if bool(then.get("cformer_classes")) != bool(cfg.cformer_classes):
         diffs.append(f"model.cformer_classes={then.get('cformer_classes')} there, {cfg.cformer_classes} here")
-    for part in ("context", "cformer"):
-        for k, v in (then.get(part) or {}).items():
+    def compare(name: str, there: dict, here: dict) -> None:
+        for k, v in there.items():
             if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
                 continue
-            if k in now[part] and now[part][k] != v:
-                diffs.append(f"model.{part}.{k}={v} there, {now[part][k]} here")
+            if k not in here:
+                continue
+            if isinstance(v, dict) and isinstance(here[k], dict):  # e.g. model.cformer.cif
+                compare(f"{name}.{k}", v, here[k])
+            elif here[k] != v:
+                diffs.append(f"{name}.{k}={v} there, {here[k]} here")
+
+    for part in ("context", "cformer"):
+        compare(f"model.{part}", then.get(part) or {}, now[part])
     if diffs:
         raise XasrError(f"train.init_from: {model_dir} has another C-Former, contextual head or CTC head: "
                         f"{'; '.join(diffs)}. "

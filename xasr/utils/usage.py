@@ -5,7 +5,9 @@ In: a file path (the ``XASR_USAGE_LOG`` environment variable, which the recipes 
 ``{"command", "args", "start", "wall_seconds", "peak_rss_gb", "children_peak_rss_gb", "status"}``
 appended to the file. Peak RSS is ``getrusage``'s ``ru_maxrss`` of the process and, separately,
 of its largest finished child process (worker pools); the recipes' results read these lines to
-report the wall time of each stage and the peak memory of the whole run.
+report the wall time of each stage and the peak memory of the whole run. Under torchrun every
+rank appends its own line, with ``"rank"``, ``"world_size"`` and torchrun's ``"run_id"``: the
+ranks of one launch run side by side, so their peaks add up.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def record_usage(command: str, args: Sequence[str], start: float, status: int,
     row = {"command": command, "args": list(args), "start": round(start, 3),
            "wall_seconds": round(time.time() - start, 3), "peak_rss_gb": round(peak_rss_gb(), 4),
            "children_peak_rss_gb": round(peak_rss_gb(resource.RUSAGE_CHILDREN), 4), "status": status}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        row.update(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ["WORLD_SIZE"]),
+                   run_id=os.environ.get("TORCHELASTIC_RUN_ID", ""))
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
