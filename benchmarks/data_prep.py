@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xasr.data.features import compute_fbank
 from xasr.data.prepare import prepare_manifests
-from xasr.data.synth import SynthConfig, default_sizes, synthesize_corpus
+from xasr.corpora.synth import SynthConfig, default_sizes, synthesize_corpus
 from xasr.utils.logging import setup_logging
 
 

@@ -89,7 +89,7 @@ def run_one(args: argparse.Namespace) -> Dict[str, object]:
         hyps = system.transcribe(cuts, args.language)
         wall = time.perf_counter() - t0
         return {"hyps": hyps, "wall": wall, "audio": audio, "rss_mb": _peak_rss_mb(), "stats": None}
-    from xasr.models.model import load_model_dir
+    from xasr.model_dir import load_model_dir
 
     method, _, draft = args.one.partition("@")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)

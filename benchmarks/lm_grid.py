@@ -79,7 +79,7 @@ def main(argv: List[str]) -> int:
     from xasr.decoding.joint_ctc import CtcPrefixScorer
     from xasr.decoding.ngram import NgramLM
     from xasr.decoding.rescore import LmFusion, ctc_prefix_search
-    from xasr.models.model import load_model_dir
+    from xasr.model_dir import load_model_dir
     from xasr.scoring.wer import score
 
     torch.set_num_threads(1)

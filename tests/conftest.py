@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xasr.data.synth import SplitSize, SynthConfig, synthesize_corpus
+from xasr.corpora.synth import SplitSize, SynthConfig, synthesize_corpus
 
 TINY_SIZES = {"train": SplitSize(0.02, 3), "dev": SplitSize(0.008, 2), "test": SplitSize(0.008, 2)}
 

@@ -52,7 +52,8 @@ def _params(model_dir: Path):
 
 
 def test_stage1_then_stage2_then_decode(data, tmp_path):
-    from xasr.models.model import DECODING_METHODS, load_model_dir
+    from xasr.models.model import DECODING_METHODS
+    from xasr.model_dir import load_model_dir
     from xasr.trainer import train
 
     s1 = train(load_experiment(_overrides(data, tmp_path / "s1", "train.max_steps=6", "train.save_interval=3",
@@ -67,7 +68,7 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     # the adapter fitted to the LLM's embeddings of the units, from the stage-1 model
     import json
     from xasr.bin.cli import main as cli
-    from xasr.models.model import load_model_dir
+    from xasr.model_dir import load_model_dir
     stage2 = ["train.stage=2", "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}"]
     assert cli(["align-adapter", *_overrides(data, tmp_path / "unused", *stage2), "--init", str(s1),
                 "--out", str(tmp_path / "s2_init"), "--steps", "300", "--lr", "1e-2"]) == 0

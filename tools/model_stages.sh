@@ -128,19 +128,11 @@ if in_stages 9; then
   bench_sets=()
   for s in $test_sets; do bench_sets+=("$s=data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
   [ ${#bench_sets[@]} -gt 0 ] || die "no test set in data/manifests (sets: $eval_sets)"
-  # every decoding of the recipe (llm_rescore at the weights stage 7 chose on the dev set) and
-  # Whisper base through faster-whisper with its own default decoding (int8, beam 5), in one run
-  weights=$(python -c 'import json
-try:
-    d = json.load(open("exp/decode/rescore-weights.json"))
-    print(":ctc_weight=%s:length_bonus=%s" % (d["ctc_weight"], d["length_bonus"]))
-except FileNotFoundError:
-    pass')
+  # every decoding of the recipe (llm_rescore at the weights stage 7 chose on the dev set: the model
+  # directory's decoding.json) and Whisper base through faster-whisper with its own default
+  # decoding (int8, beam 5), in one run
   systems=()
-  for m in $decode_methods; do
-    if [ "$m" = llm_rescore ]; then systems+=("$m=xasr:$exp_stage2/model:$m$weights")
-    else systems+=("$m=xasr:$exp_stage2/model:$m"); fi
-  done
+  for m in $decode_methods; do systems+=("$m=xasr:$exp_stage2/model:$m"); done
   systems+=("faster-whisper-base-int8-beam5=faster-whisper:$encoder_model:int8:beam=5")
   [ "${benchmark_hf:-false}" = true ] && systems+=("hf-whisper=hf-whisper:$encoder_model")
   log "Stage 9: benchmark${test_sets} against Whisper base ($exp_stage2/model -> exp/benchmark, exp/results.json)"

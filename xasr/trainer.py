@@ -39,7 +39,8 @@ from omegaconf import OmegaConf
 from xasr.config import ExperimentConfig
 from xasr.data.dataset import AsrDataset, batch_to, make_loader
 from xasr.errors import TrainingTerminated, XasrError
-from xasr.models.model import XLLMSpeechModel, save_model_dir
+from xasr.models.model import XLLMSpeechModel
+from xasr.model_dir import save_model_dir
 from xasr.utils.logging import setup_logging
 from xasr.utils.state_io import STRUCTURE as STATE_STRUCTURE, load_state, save_state
 
@@ -220,7 +221,7 @@ class Trainer:
         the same shapes) are loaded; this model's other trained parts (e.g. the image path when
         stage 3 starts from a stage-2 model) keep their initialisation. The frozen parts both
         models use must be the same."""
-        from xasr.models.model import init_from_dir
+        from xasr.model_dir import init_from_dir
 
         loaded, fresh = init_from_dir(self.model, model_dir)
         logger.info("initialised %d tensors from %s%s", len(loaded), model_dir,

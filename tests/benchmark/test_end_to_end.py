@@ -20,7 +20,8 @@ def tiny_setup(tiny_aishell, tmp_path_factory):
     from xasr.config import load_experiment
     from xasr.data.prepare import prepare_manifests
     from xasr.data.units import train_units
-    from xasr.models.model import XLLMSpeechModel, save_model_dir
+    from xasr.models.model import XLLMSpeechModel
+    from xasr.model_dir import save_model_dir
 
     d = tmp_path_factory.mktemp("bench_e2e")
     prepare_manifests("aishell", str(tiny_aishell), str(d / "m"))
@@ -101,7 +102,7 @@ def test_llm_method_on_a_stage1_model_is_refused_on_load(tiny_setup):
 
 
 def _whisper_dirs():
-    from xasr.models.install import MODELS, default_models_dir, is_installed
+    from xasr.pretrained.install import MODELS, default_models_dir, is_installed
 
     d = default_models_dir() / "whisper-base"
     return d if is_installed(MODELS["whisper-base"], d) and (d / "ct2/model.bin").is_file() else None

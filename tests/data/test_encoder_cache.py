@@ -47,7 +47,8 @@ def setup(tiny_aishell, tmp_path_factory):
 def test_cached_outputs_equal_the_encoder(setup):
     from lhotse import CutSet
 
-    from xasr.data.encoder_cache import FIELD, cache_encoder_outputs
+    from xasr.data.dataset import ENCODED_FIELD
+    from xasr.data.encoder_cache import cache_encoder_outputs
     from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder, whisper_log_mel
 
     d, cfg = setup
@@ -63,7 +64,7 @@ def test_cached_outputs_equal_the_encoder(setup):
     original = CutSet.from_file(f"{d}/m/aishell_cuts_dev.jsonl.gz")
     assert sorted(c.id for c in cached) == sorted(c.id for c in original)
     for c in cached:
-        stored = torch.from_numpy(c.load_custom(FIELD)).float()  # (T', D)
+        stored = torch.from_numpy(c.load_custom(ENCODED_FIELD)).float()  # (T', D)
         mel = whisper_log_mel(c.load_audio()[0], c.sampling_rate)[None]  # (1, T, 80)
         with torch.no_grad():
             h, h_lens = enc(mel, torch.tensor([mel.shape[1]]))

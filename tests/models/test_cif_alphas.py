@@ -43,7 +43,7 @@ def test_starting_from_a_model_with_other_cif_weights_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     from xasr.errors import XasrError
-    from xasr.models.model import init_from_dir
+    from xasr.model_dir import init_from_dir
 
     model = _model()  # cif_alphas=ctc
     d = tmp_path / "stage1"

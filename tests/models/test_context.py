@@ -126,7 +126,7 @@ def test_starting_from_a_model_with_another_contextual_head_is_refused(tmp_path)
     from safetensors.torch import save_file
 
     from xasr.errors import XasrError
-    from xasr.models.model import init_from_dir
+    from xasr.model_dir import init_from_dir
 
     model = _model()  # context: stride 2, dim 24, 1 layer
     d = tmp_path / "stage1"

@@ -7,7 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from xasr.errors import XasrError
-from xasr.models.model import CONFIG, ModelConfig, _check_same_interface
+from xasr.models.model import ModelConfig
+from xasr.model_dir import CONFIG, check_same_interface
 
 
 def _saved(tmp_path, cfg: ModelConfig):
@@ -19,7 +20,7 @@ def _saved(tmp_path, cfg: ModelConfig):
 def test_dropout_may_change_at_every_level(tmp_path):
     then = ModelConfig()
     then.context.dropout, then.cformer.dropout, then.cformer.cif.dropout = 0.0, 0.0, 0.0
-    _check_same_interface(ModelConfig(), _saved(tmp_path, then))  # no error
+    check_same_interface(ModelConfig(), _saved(tmp_path, then))  # no error
 
 
 @pytest.mark.parametrize("change, named", [
@@ -31,5 +32,5 @@ def test_a_different_interface_is_refused_and_named(tmp_path, change, named):
     then = ModelConfig()
     change(then)
     with pytest.raises(XasrError, match="has another C-Former") as e:
-        _check_same_interface(ModelConfig(), _saved(tmp_path, then))
+        check_same_interface(ModelConfig(), _saved(tmp_path, then))
     assert named in str(e.value)

@@ -9,7 +9,7 @@ import torch
 from tests.transcribe.conftest import TEXT, make_model_dir, make_units
 from xasr.decoding.ngram import tokenize, train_kneser_ney
 from xasr.errors import XasrError
-from xasr.models.model import NGRAM, load_model_dir
+from xasr.model_dir import NGRAM, load_model_dir
 
 
 @pytest.fixture(scope="module")

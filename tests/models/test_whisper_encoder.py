@@ -130,7 +130,7 @@ def test_num_layers_freeze_and_errors(tiny_whisper_dir):
 
 
 def test_missing_model_dir(tmp_path):
-    from xasr.models.install import ModelInstallError
+    from xasr.pretrained.errors import ModelInstallError
 
     with pytest.raises(ModelInstallError, match="xasr models install"):
         WhisperSpeechEncoder(WhisperEncoderConfig(str(tmp_path / "no_such_model")))
@@ -163,7 +163,7 @@ def test_whisper_base_matches_faster_whisper(tmp_path):
     from faster_whisper.feature_extractor import FeatureExtractor
     from transformers import WhisperForConditionalGeneration
 
-    from xasr.models.install import install_model
+    from xasr.pretrained.install import install_model
 
     model_dir = install_model("whisper-base")
     audio = speech_clip(tmp_path)
@@ -208,7 +208,7 @@ def test_whisper_base_matches_faster_whisper(tmp_path):
 
 @pytest.mark.slow
 def test_whisper_base_variable_length_batch(tmp_path):
-    from xasr.models.install import install_model
+    from xasr.pretrained.install import install_model
 
     model_dir = install_model("whisper-base")
     audio = speech_clip(tmp_path)

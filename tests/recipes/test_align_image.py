@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from xasr.data.scenes import Scene, SceneObject
+from xasr.corpora.scenes import Scene, SceneObject
 
 SCRIPT = Path(__file__).resolve().parents[2] / "recipes/multimodal/local/align_image.py"
 

@@ -18,7 +18,7 @@ SCRIPT = REPO / "recipes" / "multimodal" / "run.sh"
 
 
 def _env():
-    from xasr.models.install import default_models_dir
+    from xasr.pretrained.install import default_models_dir
 
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]

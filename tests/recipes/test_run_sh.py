@@ -150,7 +150,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     stage 2, decoding with every method, scoring, the results table and the benchmark against
     faster-whisper (tiny models and few steps: a plumbing test); then stage 1 again with
     --nproc 2 (torchrun, DDP on CPUs), which must end with the same model as one process."""
-    from xasr.models.install import default_models_dir
+    from xasr.pretrained.install import default_models_dir
 
     env = _env()
     env["XASR_MODELS_DIR"] = str(default_models_dir())  # share installed models with other runs
@@ -190,7 +190,10 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     bench = (d / "exp/benchmark/benchmark.md").read_text()  # stage 9: the test set, xasr against faster-whisper
     assert "faster-whisper-base-int8-beam5" in bench and "llm_rescore" in bench
     assert (d / "exp/benchmark/benchmark.png").is_file()
-    assert f"ctc_weight={tuned['ctc_weight']}" in (d / "log/stage9-benchmark.log").read_text()
+    # stage 9's llm_rescore used the weights stage 7 chose (written into the model directory)
+    rescore = [x for x in json.loads((d / "exp/benchmark/benchmark.json").read_text())["systems"]
+               if x["name"] == "llm_rescore"][0]["details"]["decoding"]
+    assert (rescore["rescore_ctc_weight"], rescore["rescore_length_bonus"]) == (tuned["ctc_weight"], tuned["length_bonus"])
     # the run's results: every stage timed, peak memory, every method on every set with its interval
     res = json.loads((d / "exp/results.json").read_text())
     assert res["budget"] == "quick" and res["main_method"] == "llm_rescore" and res["unit"] == "WER"

@@ -34,7 +34,8 @@ def make_model_dir(out_dir: Path, units: Path, llm_dir: Path = None, whisper_dir
     from omegaconf import OmegaConf
 
     from xasr.config import ExperimentConfig
-    from xasr.models.model import XLLMSpeechModel, save_model_dir
+    from xasr.models.model import XLLMSpeechModel
+    from xasr.model_dir import save_model_dir
 
     cfg = OmegaConf.structured(ExperimentConfig)
     cfg.model.vocab_size = spm.SentencePieceProcessor(model_file=str(units)).get_piece_size()

@@ -255,7 +255,7 @@ def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_ou
     from tests.models.tiny_llm import make_tiny_llm
     from tests.transcribe.conftest import make_model_dir
     from xasr.decoding.dataset_decode import decode_cuts
-    from xasr.models.model import load_model_dir, read_decoding, save_decoding
+    from xasr.model_dir import load_model_dir, read_decoding, save_decoding
 
     # the recipes' kind of model: a Whisper encoder (features computed from the audio) and an LLM
     plain = make_model_dir(tmp_path / "plain", tiny_units, llm_dir=make_tiny_llm(tmp_path / "llm"),

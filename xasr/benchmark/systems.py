@@ -6,12 +6,13 @@ turns lhotse cuts into ``{cut id: text}``.
 
 Kinds (:data:`SYSTEM_KINDS`):
 
-  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B]``
+  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H]``
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.models.model.DECODING_METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
       W (in [0, 1]) and B override the model's CTC weight and length bonus for ``llm_ctc``
-      and ``llm_rescore`` (``XLLMSpeechModel.set_ctc_weights``).
+      and ``llm_rescore`` (``XLLMSpeechModel.set_ctc_weights``), H (in [0, 1]) its homophone
+      scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``set_lm_weights``).
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -232,18 +233,20 @@ class XasrSystem(BenchmarkSystem):
                     raise SystemSpecError(f"system {spec!r}: repeat_ngram must be a whole number >= 0 (0: off), "
                                           f"got {value!r}")
                 opts["repeat_ngram"] = int(value)
-            elif key in ("ctc_weight", "length_bonus"):
+            elif key in ("ctc_weight", "length_bonus", "homophone_scale"):
                 try:
                     x = float(value)
                 except ValueError:
                     x = float("nan")
-                if not (0.0 <= x <= 1.0 if key == "ctc_weight" else math.isfinite(x)):
+                unit_range = key != "length_bonus"
+                if not (0.0 <= x <= 1.0 if unit_range else math.isfinite(x)):
                     raise SystemSpecError(f"system {spec!r}: {key} must be a number"
-                                          f"{' in [0, 1]' if key == 'ctc_weight' else ''}, got {value!r}")
+                                          f"{' in [0, 1]' if unit_range else ''}, got {value!r}")
                 opts[key] = x
             else:
                 raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method, "
-                                      "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W or length_bonus=B)")
+                                      "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W, length_bonus=B or "
+                                      "homophone_scale=H)")
         if methods > 1:
             raise SystemSpecError(f"system {spec!r}: give one decoding method per system")
         return opts
@@ -253,7 +256,7 @@ class XasrSystem(BenchmarkSystem):
         return str(options["method"])
 
     def load(self) -> Dict[str, object]:
-        from xasr.models.model import load_model_dir
+        from xasr.model_dir import load_model_dir
 
         _set_torch_threads(self.settings.threads)
         d = Path(self.spec.path)
@@ -265,13 +268,18 @@ class XasrSystem(BenchmarkSystem):
         if "repeat_ngram" in self.spec.options:
             self.model.cfg.repeat_ngram = int(self.spec.options["repeat_ngram"])
         self.model.set_ctc_weights(self.spec.options.get("ctc_weight"), self.spec.options.get("length_bonus"))
+        self.model.set_lm_weights(homophone_scale=self.spec.options.get("homophone_scale"))
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
             raise XasrError(f"system {self.spec.name}: {method} needs a model trained with the LLM (stage 2), "
                             f"but {d} is a stage-1 model (use ctc_greedy or cif_greedy)")
         n_params = sum(p.numel() for p in self.model.parameters())
+        c = self.model.cfg  # the decoding settings in effect: the model's own (decoding.json's) or the spec's
         return {"model_dir": str(d.resolve()), "features": self.features, "encoder": self.cfg.model.encoder.name,
-                "use_llm": bool(self.cfg.model.use_llm), "parameters": n_params}
+                "use_llm": bool(self.cfg.model.use_llm), "parameters": n_params,
+                "decoding": {"rescore_ctc_weight": c.rescore_ctc_weight, "rescore_length_bonus": c.rescore_length_bonus,
+                             "homophone_scale": c.homophone_scale, "lm_weight": c.ngram.weight,
+                             "lm_token_bonus": c.ngram.token_bonus}}
 
     def transcribe(self, cuts, language: str) -> Dict[str, str]:
         from xasr.decoding.dataset_decode import decode_cuts
@@ -313,7 +321,8 @@ def find_ct2_dir(path_or_name: str, models_dir: Optional[str] = None) -> Path:
     """A CTranslate2 Whisper directory: ``PATH`` itself if it holds ``model.bin``, else
     ``PATH/ct2`` (where ``xasr models install whisper-base`` keeps the original faster-whisper
     files); ``PATH`` may be an installed model name."""
-    from xasr.models.install import ModelInstallError, resolve_model_dir
+    from xasr.pretrained.errors import ModelInstallError
+    from xasr.pretrained.install import resolve_model_dir
 
     candidates = [Path(path_or_name).expanduser()]
     try:
@@ -418,7 +427,7 @@ class HfWhisperSystem(BenchmarkSystem):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from xasr.models.install import resolve_model_dir
+        from xasr.pretrained.install import resolve_model_dir
 
         _set_torch_threads(self.settings.threads)
         d = resolve_model_dir(self.spec.path, self.settings.models_dir)

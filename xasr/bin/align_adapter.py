@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from xasr.data.encoder_cache import experiment_manifests
     from xasr.errors import XasrError
     from xasr.models.adapter_init import fit_adapter, nearest_unit_accuracy, unit_targets, unit_vectors
-    from xasr.models.model import XLLMSpeechModel, init_from_dir, save_model_dir
+    from xasr.models.model import XLLMSpeechModel
+    from xasr.model_dir import init_from_dir, save_model_dir
 
     log = logging.getLogger("xasr.align_adapter")
     if args.threads > 0:

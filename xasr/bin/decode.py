@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0 with --lm-bonus 0: no LM; default: the model's model.ngram.weight)")
     p.add_argument("--lm-bonus", type=float, default=None,
                    help="ctc_beam and llm_rescore: score added per LM word (character) (default: model.ngram.token_bonus)")
+    p.add_argument("--homophone-scale", type=float, default=None,
+                   help="ctc_beam and llm_rescore with a CTC head that ties homophones: scale of a unit's share of "
+                        "its class in the prefix search, in [0, 1] (1: off; default: the model's model.homophone_scale)")
     p.add_argument("--save-decoding", action="store_true",
                    help="with --tune-rescore-on: write llm_rescore and the weights chosen into the model directory's "
                         "decoding.json, so that xasr transcribe uses them by default")
@@ -62,14 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
     from xasr.data.images import image_loading
     from xasr.decoding.dataset_decode import decode_and_score
-    from xasr.models.model import check_methods, load_model_dir
+    from xasr.models.model import check_methods
+    from xasr.model_dir import load_model_dir
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from xasr.benchmark.testsets import parse_named
 
     from xasr.bin.options import check_files, check_normalizer, check_positive
-    from xasr.models.model import check_model_dir
+    from xasr.model_dir import check_model_dir
 
     sets = parse_named(args.cuts, "--cuts")
     check_normalizer(args.normalizer)
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat_ngram is not None:
         model.cfg.repeat_ngram = args.repeat_ngram
     model.set_ctc_weights(args.ctc_weight, args.length_bonus)
-    model.set_lm_weights(args.lm_weight, args.lm_bonus)
+    model.set_lm_weights(args.lm_weight, args.lm_bonus, args.homophone_scale)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")
@@ -102,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
                                  images=images, image_shuffle_seed=args.image_shuffle_seed,
                                  tune_on=args.tune_rescore_on)
     if args.save_decoding:
-        from xasr.models.model import save_decoding
+        from xasr.model_dir import save_decoding
 
         tuned = json.loads(Path(args.out_dir, "rescore-weights.json").read_text())
-        path = save_decoding(args.model_dir, "llm_rescore",
-                             {"rescore_ctc_weight": tuned["ctc_weight"], "rescore_length_bonus": tuned["length_bonus"]},
+        settings = {"rescore_ctc_weight": tuned["ctc_weight"], "rescore_length_bonus": tuned["length_bonus"]}
+        if model.cfg.homophone_scale != 1.0:  # the N-best the weights were tuned on came from this search
+            settings["homophone_scale"] = model.cfg.homophone_scale
+        path = save_decoding(args.model_dir, "llm_rescore", settings,
                              tuned_on=tuned["tuned_on"], nbest=tuned["nbest"], error_rate=tuned["error_rate"],
                              unit=tuned["unit"])
         logging.getLogger("xasr").info("%s: llm_rescore with ctc_weight %s, length_bonus %s (tuned on %s)", path,

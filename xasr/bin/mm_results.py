@@ -9,7 +9,7 @@ Usage:
 In: ``<decode-dir>/<condition>/recogs-<set>-<method>.txt`` (written by ``xasr decode``; the
 scored tokens of every utterance) for each condition, the first condition being the reference
 (speech only), and the cut manifests of the sets (their ``custom["keywords"]``: [word index,
-word, kind] of the words the picture decides, see :mod:`xasr.data.multimodal`).
+word, kind] of the words the picture decides, see :mod:`xasr.corpora.scenes_corpus`).
 Out: ``--out`` (Markdown), the same numbers as JSON next to it, and ``--plot`` (PNG). Per set and
 condition: the WER with its 95% bootstrap interval, the keyword error rate (substituted or
 deleted keywords over all keywords) with its interval, and for every condition but the reference

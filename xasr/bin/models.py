@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xasr.models.install import MODELS, default_models_dir, install_models, list_models
+from xasr.pretrained.install import MODELS, default_models_dir, install_models, list_models
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

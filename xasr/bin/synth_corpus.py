@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xasr.data.synth import (CORPORA, EVAL_HOURS, SEEN_HOURS, SynthConfig, TrainAcoustics, default_sizes,
+from xasr.corpora.synth import (CORPORA, EVAL_HOURS, SEEN_HOURS, SynthConfig, TrainAcoustics, default_sizes,
                              synthesize_corpus)
 from xasr.errors import XasrError
 

@@ -7,7 +7,7 @@ Usage:
   xasr synth-scenes --out-dir download/scenes --manifests-only --manifest-dir data/manifests
 
 Writes images/, audio/, scenes.json and manifests/scenes_cuts_{train,dev,test,train_noisy,
-{dev,test}_noisy_<snr>,{dev,test}_masked}.jsonl.gz under --out-dir (see xasr/data/multimodal.py).
+{dev,test}_noisy_<snr>,{dev,test}_masked}.jsonl.gz under --out-dir (see xasr/corpora/scenes_corpus.py).
 --manifests-only rewrites the manifests of an existing corpus (e.g. after moving it).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xasr.data.multimodal import ScenesConfig, synthesize_scenes_corpus, write_manifests
+from xasr.corpora.scenes_corpus import ScenesConfig, synthesize_scenes_corpus, write_manifests
 from xasr.errors import XasrError
 
 

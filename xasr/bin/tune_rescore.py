@@ -44,14 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from xasr.data.dataset import batch_texts
     from xasr.decoding.dataset_decode import decode_cuts
     from xasr.decoding.rescore import tune
-    from xasr.models.model import load_model_dir
+    from xasr.model_dir import load_model_dir
 
     if any(not 0.0 <= w <= 1.0 for w in args.ctc_weights):
         raise XasrError(f"--ctc-weights must lie in [0, 1], got {args.ctc_weights}")
     if args.nbest is not None and args.nbest < 1:
         raise XasrError(f"--nbest must be at least 1, not {args.nbest}")
     from xasr.bin.options import check_files, check_normalizer, check_positive
-    from xasr.models.model import check_model_dir
+    from xasr.model_dir import check_model_dir
 
     sets = parse_named(args.cuts, "--cuts")
     check_files(sets, "--cuts")

@@ -78,9 +78,7 @@ class AsrDataset(torch.utils.data.Dataset):
         if self.encoded:
             from lhotse.dataset.collation import collate_custom_field
 
-            from xasr.data.encoder_cache import FIELD
-
-            feats, feat_lens = collate_custom_field(cuts, FIELD, pad_value=0.0)  # (B, T', D), (B,)
+            feats, feat_lens = collate_custom_field(cuts, ENCODED_FIELD, pad_value=0.0)  # (B, T', D), (B,)
             feats = feats.float()
         elif self.features == "fbank":
             feats, feat_lens = collate_features(cuts)  # (B, T, F), (B,)
@@ -112,6 +110,7 @@ class AsrDataset(torch.utils.data.Dataset):
         return batch
 
 
+ENCODED_FIELD = "encoder_out"  # a cut's custom field: its stored encoder output (xasr.data.encoder_cache)
 STAND_IN = "xasr_stand_in"  # a cut's custom field: a copy for a rank left without a cut, counted for nothing
 
 

@@ -22,18 +22,18 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from xasr.data.dataset import ENCODED_FIELD
 from xasr.errors import XasrError
 
 logger = logging.getLogger(__name__)
 
 CACHE_JSON = "cache.json"
-FIELD = "encoder_out"
 
 
 def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
     """What makes two encoders give the same outputs: path, weights fingerprint, layer count."""
-    from xasr.models.install import resolve_model_dir
-    from xasr.models.model import _fingerprint
+    from xasr.pretrained.install import resolve_model_dir
+    from xasr.utils.fingerprint import fingerprint
 
     if model_cfg.encoder.name != "whisper":
         raise XasrError(f"only a frozen pretrained encoder can be cached; model.encoder.name is "
@@ -42,7 +42,7 @@ def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
     if not w.freeze:
         raise XasrError("model.encoder.whisper.freeze is false: a trained encoder cannot be cached")
     d = Path(resolve_model_dir(w.model_dir, models_dir))
-    return {"encoder": "whisper", "path": str(d), "fingerprint": _fingerprint(d),
+    return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d),
             "num_layers": w.num_layers}
 
 
@@ -134,7 +134,7 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
                     done[cid] = writer.store_array(cid, arr, frame_shift=frame_shift, temporal_dim=0)
                 bar.update(len(batch["ids"]))
         bar.close()
-        cached = CutSet.from_cuts(by_id[c.id].with_custom(FIELD, done[c.id]) for c in cuts)
+        cached = CutSet.from_cuts(by_id[c.id].with_custom(ENCODED_FIELD, done[c.id]) for c in cuts)
         tmp = target.with_name(target.name + ".partial.jsonl.gz")
         cached.to_file(str(tmp))
         tmp.rename(target)

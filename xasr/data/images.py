@@ -111,7 +111,7 @@ def shuffle_images(cuts, seed: int = 0, carry: Sequence[str] = ()):
     with. Cuts without a picture are unchanged.
 
     ``carry``: other custom fields that describe the picture and move with it (e.g. ``scene``
-    of the scenes corpus, :func:`xasr.data.multimodal.cut_scene`), taken from a cut that has
+    of the scenes corpus, :func:`xasr.corpora.scenes_corpus.cut_scene`), taken from a cut that has
     the new picture; each cut's own value is kept as ``original_<field>``."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy

@@ -1,10 +1,10 @@
 """Corpus directory -> validated lhotse cut manifests, through lhotse's own recipes.
 
 In: an Aishell-1 directory (holding ``data_aishell/``) or a LibriSpeech directory (holding
-parts such as ``train-clean-100/``), real or synthesized by :mod:`xasr.data.synth`.
+parts such as ``train-clean-100/``), real or synthesized by :mod:`xasr.corpora.synth`.
 Out: ``<output_dir>/{corpus}_cuts_{split}.jsonl.gz`` per split (Aishell: train, dev, test;
 LibriSpeech: one per part present, e.g. train-clean-100, dev-clean, test-clean). A synthesized
-corpus may also hold a split of training voices reading unseen text (:mod:`xasr.data.synth`):
+corpus may also hold a split of training voices reading unseen text (:mod:`xasr.corpora.synth`):
 Aishell ``data_aishell/wav/test_seen/`` (read here the way lhotse reads the other splits),
 LibriSpeech part ``test-seen/`` (read by lhotse's recipe like any part).
 

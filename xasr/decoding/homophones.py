@@ -34,7 +34,7 @@ def espeak_readings(chars: Iterable[str], voice: Optional[str] = None) -> Dict[s
     built-in Mandarin corpus) reads it alone}, in one espeak-ng call; symbols (not letters or
     digits: espeak-ng says nothing for most) have no reading."""
     if voice is None:
-        from xasr.data.synth import MANDARIN_VOICE as voice
+        from xasr.corpora.synth import MANDARIN_VOICE as voice
     chars = sorted(c for c in set(chars) if c.isalnum())
     if not chars:
         return {}

@@ -44,7 +44,8 @@ import torch
 from torch import Tensor
 
 from xasr.decoding.loops import has_repeat
-from xasr.decoding.speculative import DecodeStats, _cache_kwarg
+from xasr.decoding.speculative import DecodeStats
+from xasr.models.llm import cache_kwarg
 
 NEG_INF = -np.inf
 MAX_WORD_CHARS = 30  # word-piece units: a hypothesis word longer than this is a runaway
@@ -222,7 +223,7 @@ def joint_ctc_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, ctc_l
         return []
     from transformers import DynamicCache
 
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model)
     table = model.get_input_embeddings()
     w = ctc_weight
     utts = [_Utt(CtcPrefixScorer(ctc_log_probs[b], blank), int(max_new_tokens[b]), [_Hyp(row=b)]) for b in range(B)]

@@ -45,7 +45,6 @@ here they leave, so even a useless draft saves LLM passes per utterance, not bat
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Tuple
@@ -54,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from xasr.decoding.loops import cut_repeat, has_repeat
+from xasr.models.llm import base_model, cache_kwarg, has_sliding_window
 from xasr.errors import XasrError
 
 logger = logging.getLogger(__name__)
@@ -94,12 +94,6 @@ class DecodeStats:
         return self.accepted_tokens / max(1, self.draft_tokens)
 
 
-def _base_model(model: nn.Module) -> nn.Module:
-    """The causal LM under an optional peft wrapper."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
 class PassCounter:
     """Counts the forward calls of an LLM and the rows each call ran (a forward hook).
 
@@ -109,7 +103,7 @@ class PassCounter:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.module = _base_model(model)
+        self.module = base_model(model)
         self.calls = 0
         self.rows = 0
         self._handle = None
@@ -155,12 +149,6 @@ def head_confidence(logits: Tensor, lens: Tensor) -> List[float]:
 
 
 # ---------------------------------------------------------------------- cache helpers
-def _cache_kwarg(model: nn.Module) -> str:
-    """Name of the KV-cache argument of the model's forward (``cache`` in recent transformers)."""
-    params = inspect.signature(_base_model(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _crop(cache, length: int) -> None:
     remove = cache.get_seq_length() - length
     if remove > 0:
@@ -175,11 +163,6 @@ def _should_compact(length: int, longest: int) -> bool:
 def _left_packed(mask: Tensor) -> bool:
     """Is every row's valid part one run that ends at the last column (left padding only)?"""
     return bool(mask[:, -1].all()) and bool((mask[:, 1:] >= mask[:, :-1]).all())
-
-
-def _has_sliding_window(model: nn.Module) -> bool:
-    cfg = getattr(_base_model(model), "config", None)
-    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
 
 
 def _compact(cache, mask: Tensor) -> Optional[Tensor]:
@@ -266,10 +249,10 @@ def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, dra
         return []
     if not bool(attention_mask[:, -1].all()):
         raise ValueError("speculative decoding needs left-padded prompts (the last column of every row valid)")
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model)
     # a sliding window counts cache columns: holes would let a row see fewer of its own tokens
     # than greedy does, so such a cache is kept free of holes (compacted whenever one appears)
-    sliding = _has_sliding_window(model)
+    sliding = has_sliding_window(model)
     if adaptive is None:
         adaptive = dev.type == "cpu"
     from transformers import DynamicCache

@@ -76,7 +76,7 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, arg: str, feature_layer: int = -1, models_dir: Optional[str] = None) -> None:
         super().__init__()
-        from xasr.models.install import resolve_model_dir
+        from xasr.pretrained.install import resolve_model_dir
 
         try:
             from efficientnet_lite_pytorch import EfficientNet

@@ -15,6 +15,7 @@ labels, -100 elsewhere) and for generation (left padding, ending at the assistan
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,24 @@ logger = logging.getLogger(__name__)
 SPEECH_TOKEN = "<speech>"
 IMAGE_TOKEN = "<image>"
 IGNORE_ID = -100
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The causal LM under an optional peft wrapper."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def cache_kwarg(model: nn.Module) -> str:
+    """Name of the KV-cache argument of the model's forward (``cache`` in recent transformers)."""
+    params = inspect.signature(base_model(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def has_sliding_window(model: nn.Module) -> bool:
+    """Whether the causal LM attends within a sliding window (its KV cache must not be compacted)."""
+    cfg = getattr(base_model(model), "config", None)
+    return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
 
 
 @dataclass
@@ -256,11 +275,9 @@ class FrozenLLM(nn.Module):
         """
         from transformers import DynamicCache
 
-        from xasr.decoding.speculative import _base_model, _cache_kwarg, _has_sliding_window
-
-        cache_kw = _cache_kwarg(self.model)
-        window = getattr(_base_model(self.model).config, "sliding_window", None) \
-            if _has_sliding_window(self.model) else None
+        cache_kw = cache_kwarg(self.model)
+        window = getattr(base_model(self.model).config, "sliding_window", None) \
+            if has_sliding_window(self.model) else None
         out: List[List[float]] = []
         for b, hyps in enumerate(texts):
             if not hyps:

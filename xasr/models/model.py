@@ -8,16 +8,14 @@
 In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
 transcripts from any decoding method (``ctc_greedy``, ``ctc_beam``, ``cif_greedy``, ``llm_greedy``,
 ``llm_beam``, ``llm_ctc``, ``llm_rescore``, ``llm_speculative``, ``llm_fast``). A trained model is a directory
-(:func:`save_model_dir`) that holds only what xasr trained, and names the frozen pretrained parts
+(:func:`xasr.model_dir.save_model_dir`) that holds only what xasr trained, and names the frozen pretrained parts
 it was trained with (path and fingerprint).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -37,6 +35,7 @@ from xasr.models.image_encoder import FrozenImageEncoder, ImageEncoderConfig
 from xasr.models.llm import FrozenLLM, LLMConfig
 from xasr.models.qformer import QFormer, QFormerConfig
 from xasr.models.whisper_encoder import WhisperEncoderConfig
+from xasr.utils.fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +125,10 @@ class ModelConfig:
     ctc_beam_size: int = 32
     # ctc_beam / llm_rescore: an n-gram LM in the CTC prefix search (none without a path)
     ngram: NgramConfig = field(default_factory=NgramConfig)
+    # ctc_beam / llm_rescore with a CTC head that ties homophones (unit_classes): the search scores
+    # a unit by its class's probability plus homophone_scale x its share of the class
+    # (xasr.decoding.homophones.class_log_probs), so the n-gram LM picks among homophones; 1: off
+    homophone_scale: float = 1.0
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
@@ -135,22 +138,6 @@ class ModelConfig:
 def _trains(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
-
-def _fingerprint(path: Path) -> str:
-    """sha256 over the names, sizes and contents of a pretrained directory's weight/config files
-    (or over the contents of one weights file)."""
-    h = hashlib.sha256()
-    if path.is_file():
-        files, path = [path], path.parent
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and (
-            p.suffix in (".safetensors", ".gguf", ".bin") or p.name in ("config.json", "tokenizer.json")))
-    for p in files:
-        h.update(str(p.relative_to(path)).encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def read_unit_classes(path: str, vocab_size: int) -> List[int]:
@@ -173,7 +160,7 @@ def never_saved(key: str) -> bool:
 
 
 def _resolve(path_or_name: str, models_dir: Optional[str]) -> Path:
-    from xasr.models.install import resolve_model_dir
+    from xasr.pretrained.install import resolve_model_dir
 
     return Path(resolve_model_dir(path_or_name, models_dir))
 
@@ -272,13 +259,13 @@ class XLLMSpeechModel(nn.Module):
         out = {}
         if self.llm is not None:
             d = _resolve(self.cfg.llm.path, self.models_dir)
-            out["llm"] = {"path": str(d), "fingerprint": _fingerprint(d)}
+            out["llm"] = {"path": str(d), "fingerprint": fingerprint(d)}
         if self.cfg.encoder.name == "whisper":
             d = Path(self.cfg.encoder.whisper.model_dir)
-            out["encoder"] = {"path": str(d), "fingerprint": _fingerprint(d)}
+            out["encoder"] = {"path": str(d), "fingerprint": fingerprint(d)}
         if self.image_encoder is not None:
             f = self.image_encoder.weights_file
-            out["image_encoder"] = {"path": str(f), "fingerprint": _fingerprint(f)}
+            out["image_encoder"] = {"path": str(f), "fingerprint": fingerprint(f)}
         return out
 
     # ------------------------------------------------------------------ losses
@@ -542,16 +529,31 @@ class XLLMSpeechModel(nn.Module):
                 raise XasrError(f"the length bonus must be a finite number, not {length_bonus}")
             self.cfg.joint_length_bonus = self.cfg.rescore_length_bonus = float(length_bonus)
 
-    def set_lm_weights(self, weight: Optional[float] = None, token_bonus: Optional[float] = None) -> None:
-        """The n-gram LM's weight (>= 0) and token bonus in the CTC prefix search. None: unchanged."""
+    def set_lm_weights(self, weight: Optional[float] = None, token_bonus: Optional[float] = None,
+                       homophone_scale: Optional[float] = None) -> None:
+        """The n-gram LM's weight (>= 0) and token bonus in the CTC prefix search, and the scale of a
+        unit's share of its homophone class there (in [0, 1]; the CTC head must tie homophones).
+        None: unchanged."""
         for name, value in (("weight", weight), ("token bonus", token_bonus)):
             if value is not None and not (math.isfinite(value) and (value >= 0 or name != "weight")):
                 raise XasrError(f"the n-gram LM's {name} must be a finite number{' >= 0' if name == 'weight' else ''}, "
                                 f"not {value}")
+        if homophone_scale is not None:
+            if not 0.0 <= homophone_scale <= 1.0:
+                raise XasrError(f"the homophone scale must be in [0, 1], not {homophone_scale}")
+            if homophone_scale != 1.0 and self.unit_classes() is None:
+                raise XasrError("a homophone scale needs a CTC head that ties homophones (model.unit_classes); "
+                                "this model has none")
+            self.cfg.homophone_scale = float(homophone_scale)
         if weight is not None:
             self.cfg.ngram.weight = float(weight)
         if token_bonus is not None:
             self.cfg.ngram.token_bonus = float(token_bonus)
+
+    def unit_classes(self):
+        """The CTC head's class id per unit (numpy, (V,)) when it ties homophones, else None."""
+        classes = getattr(self.ctc.proj, "classes", None)
+        return None if classes is None else classes.cpu().numpy()
 
     def lm_fusion(self, units):
         """A :class:`xasr.decoding.rescore.LmFusion` maker for one utterance, or None when the model
@@ -578,10 +580,20 @@ class XLLMSpeechModel(nn.Module):
         from xasr.decoding.joint_ctc import CtcPrefixScorer
         from xasr.decoding.rescore import ctc_prefix_search
 
+        from xasr.decoding.homophones import class_log_probs
+
         log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
         k = self.cfg.ctc_beam_size
         fusion = self.lm_fusion(units) if units is not None else None
-        return [ctc_prefix_search(CtcPrefixScorer(log_probs[b, :max(1, n)], self.ctc.blank_id), beam=k, nbest=k,
+        scale = self.cfg.homophone_scale
+        classes = self.unit_classes() if scale != 1.0 else None
+
+        def scorer(lp):
+            if classes is None:
+                return CtcPrefixScorer(lp, self.ctc.blank_id)
+            return CtcPrefixScorer(class_log_probs(lp, classes, scale), self.ctc.blank_id, classes=classes)
+
+        return [ctc_prefix_search(scorer(log_probs[b, :max(1, n)]), beam=k, nbest=k,
                                   lm=fusion() if fusion is not None else None)
                 for b, n in enumerate(h_lens.tolist())]
 
@@ -613,211 +625,3 @@ class XLLMSpeechModel(nn.Module):
     def length_bound(self, cif_text: str) -> int:
         n = len(self.llm.tokenizer.encode(cif_text, add_special_tokens=False)) if cif_text else 0
         return int(math.ceil(self.cfg.length_bound_factor * n)) + self.cfg.length_bound_margin
-
-
-# ---------------------------------------------------------------------- model directories
-WEIGHTS = "model.safetensors"
-CONFIG = "config.yaml"
-FROZEN = "frozen_parts.json"
-UNITS = "unit.model"
-NGRAM = "lm.arpa"  # the n-gram LM (model.ngram), kept as lm.arpa or lm.arpa.gz
-UNIT_CLASSES = "unit_classes.json"  # the unit heads' homophone classes (model.unit_classes)
-DECODING = "decoding.json"  # the decoding a recipe chose for the model, with its dev-tuned weights
-DEFAULT_METHOD = "llm_greedy"  # what transcription uses when the model directory names none
-TUNED_SETTINGS = ("rescore_ctc_weight", "rescore_length_bonus")  # what decoding.json may set
-
-
-def save_decoding(model_dir: str, method: str, settings: dict, **provenance) -> Path:
-    """Record in a model directory the decoding to use by default (``method``) and the model
-    settings it was tuned with (keys of TUNED_SETTINGS), plus where they come from."""
-    check_methods([method], "method")
-    bad = sorted(set(settings) - set(TUNED_SETTINGS))
-    if bad:
-        raise XasrError(f"{DECODING}: {bad[0]} is not a tunable decoding setting ({', '.join(TUNED_SETTINGS)})")
-    path = Path(model_dir) / DECODING
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps({"method": method, "settings": settings, **provenance}, indent=1) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_decoding(model_dir: str) -> Optional[dict]:
-    """The model directory's decoding.json ({"method", "settings", ...}), or None without one."""
-    path = Path(model_dir) / DECODING
-    if not path.is_file():
-        return None
-    try:
-        d = json.loads(path.read_text())
-        check_methods([d["method"]], f"{path}: method")
-        bad = sorted(set(d.get("settings", {})) - set(TUNED_SETTINGS))
-        if bad:
-            raise XasrError(f"{path}: {bad[0]} is not a tunable decoding setting")
-        return d
-    except (ValueError, KeyError, TypeError) as e:
-        raise XasrError(f"{path}: not a readable decoding file ({e})") from None
-
-
-def save_model_dir(model: XLLMSpeechModel, cfg, units_model: str, out_dir: str) -> Path:
-    """Write the trained weights (safetensors, no frozen pretrained parameter), the resolved
-    experiment config, the units and the frozen parts' paths and fingerprints."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    skip = set(model.pretrained_param_names())
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if k not in skip and not never_saved(k)}
-    save_file(state, str(tmp / WEIGHTS))
-    OmegaConf.save(cfg, tmp / CONFIG)
-    shutil.copy(units_model, tmp / UNITS)
-    lm_path = model.cfg.ngram.path
-    if lm_path:
-        if not Path(lm_path).is_file():
-            raise XasrError(f"model.ngram.path: {lm_path} does not exist (an ARPA language model file)")
-        shutil.copy(lm_path, tmp / (NGRAM + (".gz" if str(lm_path).endswith(".gz") else "")))
-    if model.cfg.unit_classes:
-        shutil.copy(model.cfg.unit_classes, tmp / UNIT_CLASSES)
-    (tmp / FROZEN).write_text(json.dumps(model.frozen_parts(), indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
-
-
-def init_from_dir(model: XLLMSpeechModel, model_dir: str) -> Tuple[List[str], List[str]]:
-    """Load an earlier stage's weights into ``model``: the tensors it has with the same shapes
-    (others are listed in a warning). The frozen parts both use must have the same fingerprints.
-    Returns (names loaded, trained parts not in the directory, which keep their initialisation)."""
-    from safetensors.torch import load_file
-
-    d = Path(model_dir)
-    if not (d / WEIGHTS).is_file():
-        raise XasrError(f"train.init_from: {d / WEIGHTS} does not exist (not a trained model directory)")
-    if (d / FROZEN).is_file():
-        _check_frozen(model, json.loads((d / FROZEN).read_text()), f"train.init_from: {d}", require_all=False)
-    if (d / CONFIG).is_file():
-        _check_same_interface(model.cfg, d)
-    state = load_file(str(d / WEIGHTS))
-    own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    if mismatched:
-        logger.warning("init_from %s: %d tensors have other shapes here and are not loaded: %s", d,
-                       len(mismatched), ", ".join(mismatched[:8]))
-    model.load_state_dict(loaded, strict=False)
-    skip = set(model.pretrained_param_names())
-    fresh = sorted({"lora" if "lora_" in k else k.split(".", 1)[0] for k in own
-                    if k not in loaded and k not in skip and not never_saved(k)})
-    return sorted(loaded), fresh
-
-
-def _check_frozen(model: XLLMSpeechModel, recorded: Dict[str, dict], where: str, require_all: bool) -> None:
-    """Raise unless each frozen part recorded in a model directory (``frozen_parts.json``) has
-    the same fingerprint in ``model``; with ``require_all`` the model must load every one."""
-    now = model.frozen_parts()
-    for part, rec in sorted(recorded.items()):
-        if part not in now:
-            if require_all:
-                raise XasrError(f"{where}: trained with a frozen {part} ({rec['path']}) that the config no longer loads")
-            continue
-        if now[part]["fingerprint"] != rec["fingerprint"]:
-            raise XasrError(
-                f"{where} was trained with the frozen {part} at {rec['path']} (fingerprint "
-                f"{rec['fingerprint'][:12]}), but {now[part]['path']} differs (fingerprint "
-                f"{now[part]['fingerprint'][:12]}); use the same pretrained model")
-
-
-def _check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
-    """Refuse to start from a model directory whose C-Former was trained with other settings:
-    its weights would load, but compute something else (e.g. CIF weights from the CTC head
-    there, from the untrained predictor here)."""
-    from omegaconf import OmegaConf
-
-    then = OmegaConf.to_container(OmegaConf.load(model_dir / CONFIG).get("model", {}), resolve=True)
-    now = {"cif_alphas": cfg.cif_alphas, "cformer": OmegaConf.to_container(OmegaConf.structured(cfg.cformer)),
-           "context": OmegaConf.to_container(OmegaConf.structured(cfg.context))}
-    then.setdefault("context", {"enabled": False})  # saved before the contextual head existed
-    diffs = []
-    if "cif_alphas" in then and then["cif_alphas"] != now["cif_alphas"]:
-        diffs.append(f"model.cif_alphas={then['cif_alphas']} there, {now['cif_alphas']} here")
-    if bool(then.get("unit_classes")) != bool(cfg.unit_classes):
-        diffs.append(f"model.unit_classes={then.get('unit_classes')} there, {cfg.unit_classes} here")
-    if bool(then.get("cformer_classes")) != bool(cfg.cformer_classes):
-        diffs.append(f"model.cformer_classes={then.get('cformer_classes')} there, {cfg.cformer_classes} here")
-    def compare(name: str, there: dict, here: dict) -> None:
-        for k, v in there.items():
-            if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
-                continue
-            if k not in here:
-                continue
-            if isinstance(v, dict) and isinstance(here[k], dict):  # e.g. model.cformer.cif
-                compare(f"{name}.{k}", v, here[k])
-            elif here[k] != v:
-                diffs.append(f"{name}.{k}={v} there, {here[k]} here")
-
-    for part in ("context", "cformer"):
-        compare(f"model.{part}", then.get(part) or {}, now[part])
-    if diffs:
-        raise XasrError(f"train.init_from: {model_dir} has another C-Former, contextual head or CTC head: "
-                        f"{'; '.join(diffs)}. "
-                        "Use the same settings as the model it starts from")
-
-
-def check_model_dir(model_dir: str, option: str = "") -> Path:
-    """Refuse a path that is not a model directory (without loading anything); returns it."""
-    d = Path(model_dir)
-    where = f"{option} {d}" if option else str(d)
-    if not d.is_dir():
-        raise XasrError(f"{where}: no such model directory")
-    for f in (WEIGHTS, CONFIG, UNITS, FROZEN):
-        if not (d / f).is_file():
-            raise XasrError(f"{where} is not an xasr model directory: {f} is missing")
-    return d
-
-
-def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str = "cpu",
-                   check_frozen: bool = True):
-    """Rebuild a trained model from its directory; returns (model, cfg, sentencepiece processor).
-
-    The frozen parts it names must be found (by path, or by installed name in ``models_dir``)
-    and match their recorded fingerprints, else a clear error says which and why. The settings
-    of a ``decoding.json`` (:func:`save_decoding`) are applied to the model's config.
-    """
-    import sentencepiece as spm
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
-
-    d = check_model_dir(model_dir)
-    from xasr.config import experiment_from_yaml
-
-    cfg = experiment_from_yaml(d / CONFIG)
-    # the n-gram LM the model was saved with is its own copy, wherever the original was
-    own_lm = [d / n for n in (NGRAM, NGRAM + ".gz") if (d / n).is_file()]
-    if own_lm:
-        cfg.model.ngram.path = str(own_lm[0])
-    elif cfg.model.ngram.path:
-        raise XasrError(f"{d}: its config names the n-gram LM {cfg.model.ngram.path} but {d / NGRAM} is missing")
-    if cfg.model.unit_classes:  # likewise the unit heads' homophone classes
-        if not (d / UNIT_CLASSES).is_file():
-            raise XasrError(f"{d}: its config names unit classes (model.unit_classes) but {d / UNIT_CLASSES} is missing")
-        cfg.model.unit_classes = str(d / UNIT_CLASSES)
-    decoding = read_decoding(str(d))
-    if decoding:  # the weights the recipe tuned on dev become the model's own
-        for k, v in decoding.get("settings", {}).items():
-            setattr(cfg.model, k, v)
-    frozen = json.loads((d / FROZEN).read_text())
-    model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=models_dir)
-    if check_frozen:
-        _check_frozen(model, frozen, str(d), require_all=True)
-    state = load_file(str(d / WEIGHTS))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    pretrained = set(model.pretrained_param_names())
-    missing = [k for k in missing if k not in pretrained and not never_saved(k)]
-    if missing or unexpected:
-        raise XasrError(f"{d / WEIGHTS} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.to(device).eval()
-    return model, cfg, spm.SentencePieceProcessor(model_file=str(d / UNITS))

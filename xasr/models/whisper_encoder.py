@@ -3,7 +3,7 @@
 In: ``feats`` (B, T, n_mels) Whisper log-mel features (:func:`whisper_log_mel`: 10 ms frames,
 80 bins for the base model) and their lengths ``feat_lens`` (B,); the weights come from a
 local transformers Whisper directory (``xasr models install whisper-base`` or the user's own),
-named by an installed model name or a path (:func:`xasr.models.install.resolve_model_dir`).
+named by an installed model name or a path (:func:`xasr.pretrained.install.resolve_model_dir`).
 Out: ``h`` (B, T // 2, d_model) and ``h_lens = feat_lens // 2`` (B,); positions beyond
 ``h_lens`` are zero.
 
@@ -103,7 +103,7 @@ class WhisperSpeechEncoder(nn.Module):
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-        from xasr.models.install import resolve_model_dir
+        from xasr.pretrained.install import resolve_model_dir
 
         self.cfg = cfg
         model_dir = resolve_model_dir(cfg.model_dir, models_dir)

@@ -8,7 +8,7 @@ they were counted the same way. Known normalizers:
     words, numbers such as ``2020``) stays one upper-cased token.
   - ``english_word``  (unit WER): LibriSpeech/Whisper-like: upper case, apostrophes kept inside
     words, other punctuation removed, hyphens to spaces, numbers and ordinals spelled out the
-    way the LibriSpeech transcripts of :mod:`xasr.data.text_sources` spell them.
+    way the LibriSpeech transcripts of :mod:`xasr.corpora.text_sources` spell them.
   - ``none``          (unit WER): whitespace split, nothing else.
 
     NORMALIZERS.get("english_word")("It's 2 o'clock.")  # -> ["IT'S", "TWO", "O'CLOCK"]
@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable, List
 
-from xasr.data.text_sources import normalize_english, number_to_words, ordinal_to_words
+from xasr.corpora.text_sources import normalize_english, number_to_words, ordinal_to_words
 from xasr.errors import XasrError
 from xasr.utils.registry import Registry
 

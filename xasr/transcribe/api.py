@@ -211,7 +211,7 @@ class Transcriber:
         from xasr.transcribe.batching import (feature_function, max_feature_frames, min_feature_frames,
                                               model_feature_bins)
 
-        from xasr.models.model import DEFAULT_METHOD, read_decoding
+        from xasr.model_dir import DEFAULT_METHOD, read_decoding
 
         self.model, self.units, self.features, self.device = model, units, features, device
         self.model_dir = model_dir
@@ -235,7 +235,7 @@ class Transcriber:
         name in ``models_dir``); ``threads`` > 0 sets torch's CPU threads."""
         import torch
 
-        from xasr.models.model import load_model_dir
+        from xasr.model_dir import load_model_dir
 
         if threads > 0:
             torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ X-LLM's image interface starts from image-caption training instead; this is that
 scenes corpus, in the LLM's embedding space and without the LLM's forward pass:
 
   1. pictures: every training scene, plus ``--extra-scenes`` new ones drawn and rendered the
-     same way (:mod:`xasr.data.scenes`; none shares its objects and places with a dev or test
+     same way (:mod:`xasr.corpora.scenes`; none shares its objects and places with a dev or test
      scene), go through the frozen image encoder once;
   2. targets (``--layout cells``, the default with 36 queries): four query slots per cell of the picture's
      3 x 3 grid, row-major: the LLM input embeddings of the colour, shape, size and place words
@@ -94,7 +94,7 @@ def scenes_of(manifests: Sequence[str]):
     """{picture path: Scene} of the cuts in the manifests."""
     from lhotse import CutSet
 
-    from xasr.data.multimodal import cut_scene
+    from xasr.corpora.scenes_corpus import cut_scene
 
     out = {}
     for m in manifests:
@@ -137,8 +137,9 @@ def main() -> int:
 
     from xasr.config import load_experiment
     from xasr.data.images import image_loading
-    from xasr.data.scenes import render_scene, sample_scene
-    from xasr.models.model import XLLMSpeechModel, init_from_dir, save_model_dir
+    from xasr.corpora.scenes import render_scene, sample_scene
+    from xasr.models.model import XLLMSpeechModel
+    from xasr.model_dir import init_from_dir, save_model_dir
     from xasr.utils.logging import setup_logging
 
     setup_logging(None)

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from xasr.data import text_sources as ts
-from xasr.data.text_sources import (
+from xasr.corpora import text_sources as ts
+from xasr.corpora.text_sources import (
     chinese_sentences, english_sentences, is_simplified_chinese, normalize_english, number_to_words,
     ordinal_to_words, split_chinese,
 )

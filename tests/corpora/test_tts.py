@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from xasr.data import tts
-from xasr.data.tts import TARGET_SAMPLE_RATE, TTSError, Voice, check_engine, synthesize
+from xasr.corpora import tts
+from xasr.corpora.tts import TARGET_SAMPLE_RATE, TTSError, Voice, check_engine, synthesize
 
 
 @pytest.mark.parametrize("voice, text", [

@@ -2,7 +2,7 @@
 the plain condition (dev, test, seen) unchanged by them."""
 import numpy as np
 
-from xasr.data.synth import TrainAcoustics, _finish_audio, room_impulse_response, telephone_band
+from xasr.corpora.synth import TrainAcoustics, _finish_audio, room_impulse_response, telephone_band
 
 
 def _tone(seconds=1.0, rate=16000):

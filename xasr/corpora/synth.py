@@ -19,8 +19,8 @@ The dev and test sets depend only on the seed and their own sizes: their voices,
 sentences are drawn first, each split from its own random stream, so changing the training hours
 or speakers leaves them exactly as they were.
 
-Speech comes from the offline TTS engines (:mod:`xasr.data.tts`) with a voice, rate, pitch and
-recording level per speaker; text from real sentences (:mod:`xasr.data.text_sources`), never
+Speech comes from the offline TTS engines (:mod:`xasr.corpora.tts`) with a voice, rate, pitch and
+recording level per speaker; text from real sentences (:mod:`xasr.corpora.text_sources`), never
 repeated across splits. Speakers are disjoint between splits and so are the engine voices
 ("timbres"): the test speakers sound unlike any training speaker. The result depends only on
 the seed and the sizes, not on the number of parallel jobs.
@@ -44,8 +44,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from xasr.data.text_sources import Sentence, chinese_sentences, english_sentences
-from xasr.data.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
+from xasr.corpora.text_sources import Sentence, chinese_sentences, english_sentences
+from xasr.corpora.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
 from xasr.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Utterance:
     sentence: Sentence
 
 
-def _split_variants(seed: int) -> Dict[str, List[str]]:
+def split_variants(seed: int) -> Dict[str, List[str]]:
     rng = random.Random(f"variants-{seed}")
     variants = list(ESPEAK_VARIANTS)
     rng.shuffle(variants)
@@ -171,7 +171,7 @@ def _split_variants(seed: int) -> Dict[str, List[str]]:
     }
 
 
-def _make_voices(corpus: str, split: str, count: int, rng: random.Random,
+def make_voices(corpus: str, split: str, count: int, rng: random.Random,
                  variants: Sequence[str]) -> List[Voice]:
     """``count`` voices for a split: distinct timbre/rate/pitch per speaker."""
     if corpus == "aishell":
@@ -218,7 +218,7 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[S
     rng = random.Random(cfg.seed)
     order = list(range(len(sentences)))
     rng.shuffle(order)
-    variants = _split_variants(cfg.seed)
+    variants = split_variants(cfg.seed)
     for split in SPLITS:
         size = cfg.sizes.get(split)
         if size is None or size.speakers < 1 or size.hours <= 0:
@@ -231,7 +231,7 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence]) -> Tuple[List[S
     for split in ("dev", "test", "train"):
         srng = _split_rng(cfg.seed, split)
         size = cfg.sizes[split]
-        voices = _make_voices(cfg.corpus, split, size.speakers, srng, variants[split])
+        voices = make_voices(cfg.corpus, split, size.speakers, srng, variants[split])
         split_speakers = []
         for i, voice in enumerate(voices):
             if cfg.corpus == "aishell":

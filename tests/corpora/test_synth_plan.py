@@ -2,8 +2,8 @@
 the seen-voice split (training voices reading unseen text)."""
 import pytest
 
-from xasr.data.synth import SEEN, SplitSize, SynthConfig, default_sizes, plan_corpus
-from xasr.data.text_sources import Sentence
+from xasr.corpora.synth import SEEN, SplitSize, SynthConfig, default_sizes, plan_corpus
+from xasr.corpora.text_sources import Sentence
 
 
 def _sentences(corpus, n=4000):
@@ -60,7 +60,7 @@ def test_the_seen_split_has_training_voices_and_unseen_text(corpus):
 
 
 def test_a_seen_split_larger_than_the_training_speakers_is_refused():
-    from xasr.data.synth import SynthesisError
+    from xasr.corpora.synth import SynthesisError
 
     sizes = {"train": SplitSize(0.02, 2), "dev": SplitSize(0.01, 1), "test": SplitSize(0.01, 1),
              SEEN: SplitSize(0.01, 3)}

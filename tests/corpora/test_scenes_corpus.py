@@ -7,13 +7,13 @@ import pytest
 import soundfile as sf
 
 from xasr.data.images import ORIGINAL_FIELD, load_image, shuffle_images
-from xasr.data.multimodal import (ScenesConfig, ScenesCorpusError, babble, cut_scene, estimate_word_spans,
+from xasr.corpora.scenes_corpus import (ScenesConfig, ScenesCorpusError, babble, cut_scene, estimate_word_spans,
                                   pink_noise, plan_scenes_corpus, read_record, scale_to_snr, snr_db,
                                   synthesize_scenes_corpus, write_manifests)
 from xasr.errors import XasrError
 from xasr.models.image_encoder import EfficientNetLite0
-from xasr.data.scenes import check_claims, render_scene
-from tests.data.test_scenes import independent_check, text_check
+from xasr.corpora.scenes import check_claims, render_scene
+from tests.corpora.test_scenes import independent_check, text_check
 
 SNRS = (0.0, -5.0)
 
@@ -215,7 +215,7 @@ def test_pictures_load_as_the_image_encoder_expects(tmp_path):
     from PIL import Image
 
     from xasr.data.images import image_loading
-    from xasr.data.scenes import sample_scene
+    from xasr.corpora.scenes import sample_scene
     from xasr.models.image_encoder import ImageEncoderConfig
 
     render_scene(sample_scene("s", random.Random(0))).save(tmp_path / "a.png")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from xasr.data.scenes import (COLOURS, KEYWORD_KINDS, NUMBER_WORDS, SHAPES, TEMPLATES, Scene, check_claims,
+from xasr.corpora.scenes import (COLOURS, KEYWORD_KINDS, NUMBER_WORDS, SHAPES, TEMPLATES, Scene, check_claims,
                               describe, describe_scene, render_scene, sample_scene)
 
 SIZE_WORDS = ("SMALL", "LARGE")

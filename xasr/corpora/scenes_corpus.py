@@ -3,7 +3,7 @@
 In: a :class:`ScenesConfig` (output directory, seed, training hours, dev/test sizes, noise levels).
 Out (``out_dir``):
 
-  images/{train,dev,test}/<scene>.png          224 x 224 RGB pictures (:mod:`xasr.data.scenes`)
+  images/{train,dev,test}/<scene>.png          224 x 224 RGB pictures (:mod:`xasr.corpora.scenes`)
   audio/{train,dev,test}/<utt>.flac            16 kHz speech, light 20-40 dB background as in synth.py
   audio/{dev,test}_noisy_<snr>/<utt>-snr<snr>.flac   the same utterances in babble + pink noise
   audio/{dev,test}_masked/<utt>-masked.flac    key words masked by noise bursts (a designed condition)
@@ -23,8 +23,8 @@ each keyword), ``condition``, ``noise`` (the recipe of that copy) and ``source_i
 utterance). Audio and image paths in the manifests are absolute, so they load from any working
 directory; after moving the corpus, rewrite them with :func:`write_manifests`.
 
-Speech comes from the same voices as the LibriSpeech synthesis (:mod:`xasr.data.tts`, voices
-chosen by :mod:`xasr.data.synth`): speakers and engine voices are disjoint between train, dev
+Speech comes from the same voices as the LibriSpeech synthesis (:mod:`xasr.corpora.tts`, voices
+chosen by :mod:`xasr.corpora.synth`): speakers and engine voices are disjoint between train, dev
 and test, and so are the scenes (each picture belongs to one split; no two scenes in the corpus
 have the same objects in the same places). dev and test have one sentence per scene, train
 ``train_utts_per_scene`` sentences from distinct templates and speakers. dev and test do not
@@ -64,9 +64,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from xasr.data.scenes import KEYWORD_KINDS, Scene, describe_scene, render_scene, sample_scene
-from xasr.data.synth import _make_voices, _split_variants
-from xasr.data.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
+from xasr.corpora.scenes import KEYWORD_KINDS, Scene, describe_scene, render_scene, sample_scene
+from xasr.corpora.synth import make_voices, split_variants
+from xasr.corpora.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
 from xasr.errors import XasrError
 from xasr.utils.progress import progress
 
@@ -165,7 +165,7 @@ def plan_scenes_corpus(cfg: ScenesConfig) -> Tuple[List[SceneSpeaker], List[Tupl
 
     test, then dev, then train, each from its own random stream, so that the evaluation sets do
     not change with the training size."""
-    variants = _split_variants(cfg.seed)
+    variants = split_variants(cfg.seed)
     seen_signatures = set()
     used_speaker_ids = set()
     speakers: List[SceneSpeaker] = []
@@ -178,7 +178,7 @@ def plan_scenes_corpus(cfg: ScenesConfig) -> Tuple[List[SceneSpeaker], List[Tupl
         if count < 1:
             raise ScenesCorpusError(f"split {split}: needs at least one speaker, got {count}")
         split_speakers = []
-        for voice in _make_voices("librispeech", split, count, rng, variants[split]):
+        for voice in make_voices("librispeech", split, count, rng, variants[split]):
             sid = str(rng.randrange(10, 9999))
             while sid in used_speaker_ids:
                 sid = str(rng.randrange(10, 9999))

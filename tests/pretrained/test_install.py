@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from xasr.models import install as inst
-from xasr.models.install import (Artifact, ChecksumError, ModelInstallError, ModelSpec, convert_ct2_whisper,
-                                 install_model, read_ct2_model, resolve_model_dir, write_ct2_model)
+from xasr.pretrained import install as inst
+from xasr.pretrained.ct2 import convert_ct2_whisper, read_ct2_model, write_ct2_model
+from xasr.pretrained.errors import ChecksumError, ModelInstallError
+from xasr.pretrained.install import Artifact, ModelSpec, install_model, resolve_model_dir
 
 # ---------------------------------------------------------------------------------------------
 # A tiny Whisper in the CTranslate2 layout (d=16, 2 heads, 2+1 layers, 8 mels, vocab 40)

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import make_tiny_corpus
-from xasr.data.synth import SplitSize, SynthConfig, SynthesisError, synthesize_corpus
+from xasr.corpora.synth import SplitSize, SynthConfig, SynthesisError, synthesize_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -121,8 +121,8 @@ def test_rejects_bad_sizes(tmp_path):
 
 
 def test_train_reads_sentences_again_when_it_needs_more_hours_than_the_text_holds():
-    from xasr.data.synth import plan_corpus
-    from xasr.data.text_sources import Sentence
+    from xasr.corpora.synth import plan_corpus
+    from xasr.corpora.text_sources import Sentence
 
     sentences = [Sentence(spoken=t, transcript=t, source="test")
                  for t in ("一二三四五六七八"[i % 8:] + "天地人和春夏秋冬"[: 6 + i % 3] + f"{i:03d}"
