@@ -7,6 +7,7 @@ the rebuilt model's greedy continuation of a short prompt is checked against the
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Union
 
