@@ -53,21 +53,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-class _CountingModel:
-    """Forwards ``decode`` to the model and adds up its ``last_decode_stats``."""
-
-    def __init__(self, model) -> None:
-        from xasr.decoding.speculative import DecodeStats
-
-        self.model = model
-        self.stats = DecodeStats()
-
-    def decode(self, batch: dict, method: str, units) -> List[str]:
-        texts = self.model.decode(batch, method, units)
-        self.stats.add(self.model.last_decode_stats)
-        return texts
-
-
 def run_one(args: argparse.Namespace) -> Dict[str, object]:
     """Decode the cuts with one method (or one external system) in this process."""
     import torch
@@ -91,23 +76,23 @@ def run_one(args: argparse.Namespace) -> Dict[str, object]:
         return {"hyps": hyps, "wall": wall, "audio": audio, "rss_mb": _peak_rss_mb(), "stats": None}
     from xasr.model_dir import load_model_dir
 
+    from xasr.decoding.methods import options_for
+    from xasr.decoding.speculative import DecodeStats
+
     method, _, draft = args.one.partition("@")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
-    if draft:
-        model.cfg.speculative_draft = draft
-    if args.fast_path_threshold is not None:
-        model.cfg.fast_path_threshold = args.fast_path_threshold
+    opts = options_for(model, speculative_draft=draft or None, fast_path_threshold=args.fast_path_threshold)
     features = cfg.data.features
     # warm-up, two cuts (decode_cuts fails on one: lhotse's bucketing wants two buckets)
-    decode_cuts(model, units, cuts.subset(first=2), method, features, args.max_duration, args.device)
-    counting = _CountingModel(model)
+    decode_cuts(model, units, cuts.subset(first=2), method, features, args.max_duration, args.device, opts=opts)
+    stats = DecodeStats()
     t0 = time.perf_counter()
-    hyps = decode_cuts(counting, units, cuts, method, features, args.max_duration, args.device)
+    hyps = decode_cuts(model, units, cuts, method, features, args.max_duration, args.device, stats=stats, opts=opts)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     return {"hyps": hyps, "wall": wall, "audio": audio, "rss_mb": _peak_rss_mb(),
-            "stats": dict(vars(counting.stats))}
+            "stats": dict(vars(stats))}
 
 
 def _child_command(args: argparse.Namespace, one: str, out: str) -> List[str]:

@@ -52,7 +52,7 @@ def ctc_log_probs(model, cfg, cuts, max_duration: float) -> Dict[str, "object"]:
         for batch in loader:
             h, h_lens = model.encode_batch(batch)
             lp = model.ctc(h).float().numpy()
-            for i, cid in enumerate(batch["ids"]):
+            for i, cid in enumerate(batch.ids):
                 out[cid] = lp[i, :max(1, int(h_lens[i]))]
     return out
 

@@ -52,7 +52,7 @@ def _params(model_dir: Path):
 
 
 def test_stage1_then_stage2_then_decode(data, tmp_path):
-    from xasr.models.model import DECODING_METHODS
+    from xasr.decoding.methods import DECODING_METHODS, decode, options_for
     from xasr.model_dir import load_model_dir
     from xasr.trainer import train
 
@@ -93,24 +93,25 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     cuts = CutSet.from_file(data / "f/aishell_cuts_dev.jsonl.gz").subset(first=3)
     batch = AsrDataset(None, "fbank")[cuts]
     for method in DECODING_METHODS:
-        texts = model.decode(batch, method, units)
+        texts = decode(model, batch, method, units).texts
         assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    model.set_ctc_weights(1.0, 0.0)  # the LLM's rescoring without weight keeps the CTC search's best
-    assert model.decode(batch, "llm_rescore", units) == model.decode(batch, "ctc_beam", units)
-    assert all(1 <= len(nb) <= model.cfg.ctc_beam_size for nb in model.last_nbest)
+    # the LLM's rescoring without weight keeps the CTC search's best
+    rescored = decode(model, batch, "llm_rescore", units, options_for(model).with_ctc_weights(1.0, 0.0))
+    assert rescored.texts == decode(model, batch, "ctc_beam", units).texts
+    assert all(1 <= len(nb) <= model.cfg.ctc_beam_size for nb in rescored.nbest)
 
     # llm_rescore's weights tuned on one set (decoded first), then used for the others
     from xasr.decoding.dataset_decode import decode_and_score
     from xasr.errors import XasrError
     dev = str(data / "f/aishell_cuts_dev.jsonl.gz")
     out = tmp_path / "decode"
+    before = options_for(model)
     sums = decode_and_score(model, units, {"test": dev, "dev": dev}, ["ctc_beam", "llm_rescore"], str(out), "none",
                             tune_on="dev")
     assert [(s.set_name, s.method) for s in sums] == [("dev", "ctc_beam"), ("dev", "llm_rescore"),
                                                       ("test", "ctc_beam"), ("test", "llm_rescore")]
     tuned = json.loads((out / "rescore-weights.json").read_text())
-    assert (tuned["ctc_weight"], tuned["length_bonus"]) == (model.cfg.rescore_ctc_weight,
-                                                            model.cfg.rescore_length_bonus)
+    assert options_for(model) == before  # the tuned weights went to the later sets, not into the model
     assert 100 * sums[1].error_rate == pytest.approx(tuned["error_rate"]) and "tuned on this set" in sums[1].note
     assert sums[3].error_rate == sums[1].error_rate and not sums[3].note  # the same cuts, the tuned weights
     assert (out / "tune-dev.png").is_file() and (out / "recogs-test-llm_rescore.txt").is_file()

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 from xasr.config import experiment_from_yaml
 from xasr.errors import XasrError
-from xasr.models.model import ModelConfig, XLLMSpeechModel, check_methods, never_saved
+from xasr.decoding.methods import check_methods
+from xasr.models.model import ModelConfig, XLLMSpeechModel, never_saved
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,6 @@ import csv
 import json
 import logging
 import math
-import os
-import random
 import shutil
 import signal
 import threading
@@ -31,70 +29,26 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from xasr.config import ExperimentConfig
-from xasr.data.dataset import AsrDataset, batch_to, make_loader
+from xasr.data.dataset import AsrDataset, Batch, make_loader
 from xasr.errors import TrainingTerminated, XasrError
 from xasr.models.model import XLLMSpeechModel
 from xasr.model_dir import save_model_dir
+from xasr.utils.distributed import dist_info, pick_device, setup_distributed
 from xasr.utils.logging import setup_logging
+from xasr.utils.plots import plot_loss_curve
+from xasr.utils.rng import rng_state, seed_all, set_rng_state
 from xasr.utils.state_io import STRUCTURE as STATE_STRUCTURE, load_state, save_state
+from xasr.utils.usage import peak_memory
 
 logger = logging.getLogger(__name__)
 
 BUDGET_CALIBRATION_STEPS = 20  # steps timed before fitting the schedule to train.max_minutes
 VALID_JSON = "valid.json"  # a checkpoint saved right after validation: its validation loss
 BUDGET_SAFETY = 0.9  # share of the budget planned for steps (validation and saving take the rest)
-
-
-def _dist_info():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _setup_distributed(device: torch.device) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # collectives and barriers use this process's GPU
-            dist.init_process_group(backend="nccl", device_id=device)
-        else:
-            dist.init_process_group(backend="gloo")
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise XasrError("train.device=cuda, but torch sees no CUDA device here (use cpu or auto)")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if name != "cpu":
-        raise XasrError(f"train.device must be auto, cpu or cuda, not {name!r}")
-    return torch.device(name)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
 
 
 def _lr_lambda(cfg, total_steps):
@@ -134,9 +88,9 @@ class Trainer:
             raise XasrError(f"train.dtype must be float32 or bfloat16 (autocast), not {tc.dtype!r}")
         if tc.select_by not in ("last", "valid"):
             raise XasrError(f"train.select_by must be last or valid, not {tc.select_by!r}")
-        self.device = _pick_device(tc.device)
-        _setup_distributed(self.device)
-        self.world_size, self.rank = _dist_info()
+        self.device = pick_device(tc.device)
+        setup_distributed(self.device)
+        self.world_size, self.rank = dist_info()
         if self.rank == 0:
             self.exp_dir.mkdir(parents=True, exist_ok=True)
         if self.world_size > 1:
@@ -144,7 +98,7 @@ class Trainer:
         setup_logging(str(self.exp_dir / "train.log") if self.rank == 0 else None)
         if tc.num_threads > 0:
             torch.set_num_threads(tc.num_threads)
-        _seed_all(tc.seed)
+        seed_all(tc.seed)
 
         import sentencepiece as spm
 
@@ -252,7 +206,7 @@ class Trainer:
                              "step": self.step, "total_steps": self.total_steps,
                              "planned_steps": self.planned_steps, "epoch": self.epoch,
                              "batch_in_epoch": self.batch_in_epoch,
-                             "rng": _rng_state(), "metrics": self.metrics,
+                             "rng": rng_state(), "metrics": self.metrics,
                              "skipped_updates": self.skipped_updates})
             if valid_loss is not None:
                 (tmp / VALID_JSON).write_text(json.dumps({"step": self.step, "valid_loss": valid_loss}))
@@ -323,16 +277,16 @@ class Trainer:
         else:  # train.max_steps / num_epochs changed since the checkpoint: the new plan holds
             logger.info("the schedule now spans %d steps (the checkpoint's run planned %d)", self.total_steps,
                         state["planned_steps"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", last, self.step, self.epoch,
                     self.batch_in_epoch)
 
     # ------------------------------------------------------------------ loop
-    def _forward(self, batch: dict) -> Dict[str, torch.Tensor]:
+    def _forward(self, batch: Batch) -> Dict[str, torch.Tensor]:
         net = self.ddp if self.ddp is not None else self.model
         use_bf16 = self.cfg.train.dtype == "bfloat16"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            return net(batch_to(batch, self.device), stage=self.cfg.train.stage)
+            return net(batch.to(self.device), stage=self.cfg.train.stage)
 
     def _global_sum(self, x: float) -> float:
         if self.world_size == 1:
@@ -466,7 +420,7 @@ class Trainer:
         # backward with weight 0.
         loss_sum = 0.0
         outs = [self._forward(batch) for batch in batches]
-        weights = [0.0 if batch.get("stand_in") else 1.0 for batch in batches]
+        weights = [0.0 if batch.stand_in else 1.0 for batch in batches]
         n_global = self._global_sum(sum(w * float(o["num_tokens"]) for w, o in zip(weights, outs)))
         self.optimizer.zero_grad(set_to_none=True)
         for i, (w, out) in enumerate(zip(weights, outs)):
@@ -488,7 +442,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        audio = self._global_sum(sum(w * float(b["durations"].sum()) for w, b in zip(weights, batches)))
+        audio = self._global_sum(sum(w * float(b.durations.sum()) for w, b in zip(weights, batches)))
         stats = {"loss_sum": self._global_sum(loss_sum), "tokens": n_global, "audio": audio,
                  "grad_norm": float(grad_norm)}
         counted = [o for w, o in zip(weights, outs) if w > 0]
@@ -501,7 +455,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_updates += 1
         self.bad_in_row += 1
-        ids = [i for b in batches for i in b["ids"]]
+        ids = [i for b in batches for i in b.ids]
         shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
         if self.rank == 0:
             logger.warning("update skipped after step %d: loss %s, gradient norm %s (%d skipped so far, %d in a "
@@ -550,9 +504,9 @@ class Trainer:
         for i, batch in enumerate(loader):
             if self.cfg.train.valid_max_batches and i >= self.cfg.train.valid_max_batches:
                 break
-            if batch.get("stand_in"):  # this rank's copy of a cut another rank scores
+            if batch.stand_in:  # this rank's copy of a cut another rank scores
                 continue
-            out = self.model(batch_to(batch, self.device), stage=self.cfg.train.stage)
+            out = self.model(batch.to(self.device), stage=self.cfg.train.stage)
             total += float(out["loss"])
             tokens += float(out["num_tokens"])
         self.model.train()
@@ -636,39 +590,6 @@ class _SigtermFlag:
 
 def _valid_loss(ckpt: Path) -> float:
     return float(json.loads((ckpt / VALID_JSON).read_text())["valid_loss"])
-
-
-def peak_memory() -> str:
-    """Peak resident memory of this process (and peak GPU memory when on CUDA)."""
-    import resource
-
-    text = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB RSS"
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        text += f", {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB on the GPU"
-    return text
-
-
-def plot_loss_curve(rows: List[dict], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    valid = [(r["step"], r["valid_loss"]) for r in rows if "valid_loss" in r and r["valid_loss"] == r["valid_loss"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train (per token)")
-    if valid:
-        ax.plot(*zip(*valid), "o-", label="validation (per token)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def train(cfg) -> Path:

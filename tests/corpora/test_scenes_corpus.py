@@ -161,18 +161,18 @@ def test_tiny_corpus_loads_through_asr_dataset_with_whisper_mel(corpus, tmp_path
     ds = AsrDataset(str(model), "whisper_mel")
     cuts = CutSet.from_cuts(list(_cuts(corpus, "test_noisy_m5")) + list(_cuts(corpus, "test")))
     batch = ds[cuts]
-    assert batch["feats"].shape[0] == len(cuts) and batch["feats"].shape[2] == 80
-    assert int(batch["feat_lens"].max()) == batch["feats"].shape[1]
-    assert sorted(batch["texts"]) == sorted(c.supervisions[0].text for c in cuts)
-    for i, t in enumerate(batch["texts"]):
-        assert ds.sp.decode(batch["tokens"][i, :batch["token_lens"][i]].tolist()) == t
+    assert batch.feats.shape[0] == len(cuts) and batch.feats.shape[2] == 80
+    assert int(batch.feat_lens.max()) == batch.feats.shape[1]
+    assert sorted(batch.texts) == sorted(c.supervisions[0].text for c in cuts)
+    for i, t in enumerate(batch.texts):
+        assert ds.sp.decode(batch.tokens[i, :batch.token_lens[i]].tolist()) == t
     # stored fbank features work as well, and keep the image fields
     from xasr.data.features import compute_fbank
 
     compute_fbank("scenes", str(corpus / "manifests"), str(tmp_path / "fbank"), ["test_masked"], num_jobs=1)
     fcuts = CutSet.from_file(tmp_path / "fbank" / "scenes_cuts_test_masked.jsonl.gz")
     fbatch = AsrDataset(str(model), "fbank")[fcuts]
-    assert fbatch["feats"].shape[0] == len(fcuts) and fbatch["feats"].shape[2] == 80
+    assert fbatch.feats.shape[0] == len(fcuts) and fbatch.feats.shape[2] == 80
     assert all(Path(c.custom["image"]).is_file() and c.custom["keywords"] for c in fcuts)
 
 

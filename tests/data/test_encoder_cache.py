@@ -95,7 +95,7 @@ def test_losses_from_the_cache_match_the_live_encoder(setup):
     cached = CutSet.from_file(path)
     live = AsrDataset(c.data.units, "whisper_mel")[CutSet.from_file(f"{d}/m/aishell_cuts_dev.jsonl.gz")]
     stored = AsrDataset(c.data.units, "whisper_mel", encoded=True)[cached]
-    assert stored["encoded"] and not live["encoded"] and stored["ids"] == live["ids"]
+    assert stored.encoded and not live.encoded and stored.ids == live.ids
     with torch.no_grad():
         a, b = model(live, stage=1), model(stored, stage=1)
     for k in ("ctc", "ce", "quantity"):
@@ -151,13 +151,13 @@ def test_frozen_encoder_outputs_are_masked_in_training_only(setup):
     batch = AsrDataset(None, "whisper_mel", encoded=True)[CutSet.from_file(path)]
     model.eval()
     h, _ = model.encode_batch(batch)
-    assert torch.equal(h, batch["feats"])  # decoding sees the encoder output as it is
+    assert torch.equal(h, batch.feats)  # decoding sees the encoder output as it is
     model.train()
     torch.manual_seed(1)
     h, lens = model.encode_batch(batch)
-    zero = (h == 0) & (batch["feats"] != 0)
+    zero = (h == 0) & (batch.feats != 0)
     assert zero.any()
-    assert torch.equal(h[~zero], batch["feats"][~zero])  # masking only zeroes values
+    assert torch.equal(h[~zero], batch.feats[~zero])  # masking only zeroes values
     for b in range(h.shape[0]):  # at most 2 spans of 20% of the frames are fully zeroed
         frames = zero[b, :int(lens[b])].all(dim=1).sum().item()
         assert frames <= 2 * int(0.2 * int(lens[b]))

@@ -50,10 +50,10 @@ def test_a_batch_mixes_cuts_with_and_without_a_picture(tmp_path):
     from xasr.data.dataset import AsrDataset
 
     batch = AsrDataset(None, "whisper_mel", images=opts)[cuts]  # sorted longest first
-    assert batch["ids"] == ["u2", "u1", "u0"]
-    assert batch["has_image"].tolist() == [True, False, True]
-    assert batch["images"][0, 2].eq(1).all() and batch["images"][2, 0].eq(1).all()
-    assert "images" not in AsrDataset(None, "whisper_mel")[cuts]  # no option, no pictures
+    assert batch.ids == ["u2", "u1", "u0"]
+    assert batch.has_image.tolist() == [True, False, True]
+    assert batch.images[0, 2].eq(1).all() and batch.images[2, 0].eq(1).all()
+    assert AsrDataset(None, "whisper_mel")[cuts].images is None  # no option, no pictures
 
 
 def test_an_unreadable_picture_names_the_file_and_the_cut(tmp_path):

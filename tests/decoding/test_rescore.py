@@ -11,6 +11,7 @@ import torch
 from tests.decoding.test_joint_ctc import _brute_force, _random_log_probs
 from tests.models.tiny_llm import make_tiny_llm
 from xasr.decoding.joint_ctc import CtcPrefixScorer
+from xasr.decoding.llm_scoring import target_logprobs
 from xasr.decoding.rescore import ctc_prefix_search, rescore, unit_pool
 from xasr.models.ctc import ctc_greedy_decode
 from xasr.models.llm import FrozenLLM, LLMConfig
@@ -77,7 +78,7 @@ def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path, tree
     g = torch.Generator().manual_seed(2)
     speech = [torch.randn(n, llm.embed_dim, generator=g) for n in (3, 5, 4)]
     texts = [["hello world", "hello word", "hello world again", "hello"], ["the cat"], ["", "a"]]
-    got = llm.target_logprobs(speech, texts, tree=tree, max_nodes=max_nodes)
+    got = target_logprobs(llm, speech, texts, tree=tree, max_nodes=max_nodes)
     assert [len(x) for x in got] == [4, 1, 2]
     for s, hyps, lps in zip(speech, texts, got):
         for t, lp in zip(hyps, lps):
@@ -86,7 +87,7 @@ def test_target_logprobs_are_the_training_loss_of_each_hypothesis(tmp_path, tree
             with torch.no_grad():
                 loss, n, _ = llm.loss(emb, inputs["attention_mask"], inputs["labels"])
             assert n == len(llm.target_ids(t)) and lp == pytest.approx(-float(loss), abs=1e-4)
-    assert llm.target_logprobs(speech[:2], [[], ["the cat"]], tree=tree) == [[], pytest.approx(got[1], abs=1e-4)]
+    assert target_logprobs(llm, speech[:2], [[], ["the cat"]], tree=tree) == [[], pytest.approx(got[1], abs=1e-4)]
 
 
 def test_tune_finds_the_best_grid_point_and_writes_its_table(tmp_path):

@@ -1,5 +1,6 @@
 """Self-speculative decoding must give exactly the greedy output, with fewer LLM passes when the
-draft is right. The reference is ``FrozenLLM.generate_ids`` (num_beams=1) on a tiny random LLM."""
+draft is right. The reference is :func:`xasr.decoding.generate.generate_ids` (num_beams=1) on a tiny
+random LLM."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 from tests.models.tiny_llm import make_tiny_llm
+from xasr.data.dataset import Batch
 from xasr.decoding import speculative
+from xasr.decoding.generate import generate_ids
+from xasr.decoding.methods import decode, options_for
 from xasr.decoding.speculative import (DecodeStats, PassCounter, align_draft, draft_ids, head_confidence,
                                        speculative_decode, speculative_generate)
 from xasr.models.llm import FrozenLLM, LLMConfig
@@ -32,13 +36,13 @@ def _stop_like(llm: FrozenLLM, emb, mask) -> None:
     """Make the end-of-turn token win where some frequent output token would, choosing the token
     that gives the most varied output lengths, so that rows end at different steps."""
     w = llm.model.lm_head.weight
-    out = llm.generate_ids(emb, mask, BOUNDS)
+    out = generate_ids(llm, emb, mask, BOUNDS)
     best, best_key = None, None
     for t, _ in Counter(t for row in out for t in row).most_common(8):
         with torch.no_grad():
             saved = w[llm.stop_id].clone()
             w[llm.stop_id] = w[t] * 1.02
-            lens = [len(r) for r in llm.generate_ids(emb, mask, BOUNDS)]
+            lens = [len(r) for r in generate_ids(llm, emb, mask, BOUNDS)]
             w[llm.stop_id] = saved
         key = (len(set(lens)), sum(n < b for n, b in zip(lens, BOUNDS)))
         if best_key is None or key > best_key:
@@ -71,7 +75,7 @@ def setup(llm_dir) -> Setup:
     with torch.no_grad():
         llm.model.lm_head.weight.mul_(10)  # clear margins between the top two logits
     _stop_like(llm, emb, mask)
-    greedy = llm.generate_ids(emb, mask, BOUNDS)
+    greedy = generate_ids(llm, emb, mask, BOUNDS)
     stopped = sum(len(g) < b for g, b in zip(greedy, BOUNDS))
     assert stopped >= 2 and len({len(g) for g in greedy}) >= 3, "the fixture should end rows at different steps"
     return Setup(llm, speech, emb, mask, greedy)
@@ -166,7 +170,7 @@ def test_without_a_draft_it_runs_greedy_steps_and_counts_like_greedy(setup, kind
     assert stats.row_passes == sum(passes)  # finished rows leave the batch
     # greedy keeps finished rows in its batch, and spends a pass on a stop forced by the bound
     with PassCounter(setup.llm.model) as counter:
-        setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS)
+        generate_ids(setup.llm, setup.emb, setup.mask, BOUNDS)
     steps = max(len(g) + 1 for g in setup.greedy)
     assert counter.calls == steps and counter.rows == len(LENS) * steps
 
@@ -185,7 +189,7 @@ def test_batch_order_and_subsets_do_not_change_the_output(setup):
     emb, mask = setup.llm.generation_inputs([setup.speech[b] for b in order])
     out = speculative_generate(setup.llm, emb, mask, [drafts[b] for b in order], [BOUNDS[b] for b in order])
     assert out == [setup.greedy[b] for b in order]
-    assert setup.llm.generate_ids(emb, mask, [BOUNDS[b] for b in order]) == out
+    assert generate_ids(setup.llm, emb, mask, [BOUNDS[b] for b in order]) == out
 
 
 def test_close_calls_are_recomputed_alone_and_change_nothing(setup):
@@ -199,7 +203,7 @@ def test_close_calls_are_recomputed_alone_and_change_nothing(setup):
 
 def test_bounds_cut_the_output_like_greedy(setup):
     bounds = [0, 1, 2, 3, 5, 8]
-    greedy = setup.llm.generate_ids(setup.emb, setup.mask, bounds)
+    greedy = generate_ids(setup.llm, setup.emb, setup.mask, bounds)
     assert all(len(g) <= b for g, b in zip(greedy, bounds)) and greedy[0] == []
     for kind in ("exact", "garbage", "empty"):
         drafts = _drafts(kind, setup.greedy, setup.llm.stop_id)
@@ -216,7 +220,7 @@ def test_greedy_bound_holds_beyond_the_prompt_length(setup):
     with torch.no_grad():
         w[llm.stop_id] = 0.0  # a zero logit: below the best of the sharpened others, so no stop
     try:
-        out = llm.generate_ids(emb, mask, [bound])
+        out = generate_ids(llm, emb, mask, [bound])
         spec = speculative_generate(llm, emb, mask, [[llm.stop_id]], [bound])
     finally:
         with torch.no_grad():
@@ -313,41 +317,41 @@ def tiny_model(llm_dir):
         model.llm.model.lm_head.weight.mul_(10)
     g = torch.Generator().manual_seed(3)
     lens = torch.tensor([180, 60, 130, 95])
-    batch = {"feats": torch.randn(4, 180, 80, generator=g), "feat_lens": lens}
+    batch = Batch(torch.randn(4, 180, 80, generator=g), lens)
     return model, batch
 
 
 def test_model_speculative_methods_equal_greedy(tiny_model):
     model, batch = tiny_model
     units = _Units()
-    greedy = model.decode(batch, "llm_greedy", units)
-    g_stats = model.last_decode_stats
+    g = decode(model, batch, "llm_greedy", units)
+    greedy, g_stats = g.texts, g.stats
     assert g_stats.utterances == 4 and g_stats.row_passes > 0 and g_stats.output_tokens > 0
     for draft in ("cif", "ctc"):
-        model.cfg.speculative_draft = draft
-        assert model.decode(batch, "llm_speculative", units) == greedy
-        s = model.last_decode_stats
+        opts = options_for(model, speculative_draft=draft)
+        r = decode(model, batch, "llm_speculative", units, opts)
+        assert r.texts == greedy
+        s = r.stats
         assert s.utterances == 4 and s.draft_tokens > 0 and s.output_tokens == g_stats.output_tokens
         assert s.row_passes <= g_stats.row_passes
-        model.cfg.fast_path_threshold = 1.01  # never confident enough: the same as speculative
-        assert model.decode(batch, "llm_fast", units) == greedy and model.last_decode_stats.fast_path == 0
-    model.cfg.speculative_draft = "cif"
-    model.cfg.fast_path_threshold = 0.0  # always confident: the CIF head's transcripts, no LLM pass
-    fast = model.decode(batch, "llm_fast", units)
-    assert model.last_decode_stats.fast_path == 4 and model.last_decode_stats.row_passes == 0
-    assert fast == model.decode(batch, "cif_greedy", units)
-    model.cfg.fast_path_threshold = 0.9
+        # never confident enough: the same as speculative
+        r = decode(model, batch, "llm_fast", units, opts.replace(fast_path_threshold=1.01))
+        assert r.texts == greedy and r.stats.fast_path == 0
+    # always confident: the CIF head's transcripts, no LLM pass
+    fast = decode(model, batch, "llm_fast", units, options_for(model, fast_path_threshold=0.0))
+    assert fast.stats.fast_path == 4 and fast.stats.row_passes == 0
+    assert fast.texts == decode(model, batch, "cif_greedy", units).texts
 
 
 def test_model_speculative_batched_equals_unbatched(tiny_model):
     model, batch = tiny_model
     units = _Units()
-    together = model.decode(batch, "llm_speculative", units)
+    together = decode(model, batch, "llm_speculative", units).texts
     for b in range(4):
-        n = int(batch["feat_lens"][b])
-        one = {"feats": batch["feats"][b:b + 1, :n], "feat_lens": batch["feat_lens"][b:b + 1]}
-        assert model.decode(one, "llm_speculative", units) == [together[b]]
-        assert model.decode(one, "llm_greedy", units) == [together[b]]
+        n = int(batch.feat_lens[b])
+        one = Batch(batch.feats[b:b + 1, :n], batch.feat_lens[b:b + 1])
+        assert decode(model, one, "llm_speculative", units).texts == [together[b]]
+        assert decode(model, one, "llm_greedy", units).texts == [together[b]]
 
 
 def test_lora_wrapped_llm(llm_dir):
@@ -357,7 +361,7 @@ def test_lora_wrapped_llm(llm_dir):
     speech = [torch.randn(n, llm.embed_dim) * 8 for n in (3, 6)]
     emb, mask = llm.generation_inputs(speech)
     with PassCounter(llm.model) as counter:
-        greedy = llm.generate_ids(emb, mask, [10, 14])
+        greedy = generate_ids(llm, emb, mask, [10, 14])
     assert counter.calls > 0
     stats = DecodeStats()
     drafts = [g[:3] + [7] + g[4:] + [llm.stop_id] for g in greedy]
@@ -382,7 +386,7 @@ def test_sliding_window_llm(llm_dir, tmp_path):
     speech = [torch.randn(n, llm.embed_dim) * 8 for n in LENS]
     emb, mask = llm.generation_inputs(speech)
     assert emb.shape[1] + min(BOUNDS) > 24  # the window matters
-    greedy = llm.generate_ids(emb, mask, BOUNDS)
+    greedy = generate_ids(llm, emb, mask, BOUNDS)
     kinds = ["middle", "garbage", "insertion", "deletion", "exact", "empty"]
     drafts = [_drafts(k, greedy, llm.stop_id)[b] for b, k in enumerate(kinds)]
     assert speculative_generate(llm, emb, mask, drafts, BOUNDS, adaptive=False) == greedy
@@ -406,15 +410,15 @@ def test_posterior_mix_model_feeds_the_head_posteriors_and_speculative_still_equ
         model.adapter.unit_table.normal_(0, 8.0)
         model.llm.model.lm_head.weight.mul_(10)
     g = torch.Generator().manual_seed(5)
-    batch = {"feats": torch.randn(3, 150, 80, generator=g), "feat_lens": torch.tensor([150, 70, 110])}
+    batch = Batch(torch.randn(3, 150, 80, generator=g), torch.tensor([150, 70, 110]))
     with torch.no_grad():
         h, h_lens = model.encode_batch(batch)
         cf = model.cformer(h, h_lens, alphas=model.cif_alphas(h, h_lens))
         expected = model.adapter.mlp(cf.vectors) + cf.logits.softmax(-1) @ model.adapter.unit_table
         assert torch.allclose(model.speech_embeddings(cf), expected, atol=1e-5)
     units = _Units()
-    greedy = model.decode(batch, "llm_greedy", units)
-    assert model.decode(batch, "llm_speculative", units) == greedy
+    greedy = decode(model, batch, "llm_greedy", units).texts
+    assert decode(model, batch, "llm_speculative", units).texts == greedy
 
 
 def _loop_ngram(greedy: List[List[int]]) -> int:
@@ -434,20 +438,20 @@ def test_greedy_stopped_at_a_repeat_equals_the_full_output_cut_there(setup):
     n = _loop_ngram(setup.greedy)
     expected = [cut_repeat(g, n) for g in setup.greedy]
     with PassCounter(setup.llm.model) as full:
-        setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS)
+        generate_ids(setup.llm, setup.emb, setup.mask, BOUNDS)
     with PassCounter(setup.llm.model) as early:
-        out = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
+        out = generate_ids(setup.llm, setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
     assert out == expected
     assert early.rows < full.rows  # looping rows stopped, not run to their bounds
     # beams are not stopped early but cut the same way
-    beams = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, num_beams=2, repeat_ngram=n)
+    beams = generate_ids(setup.llm, setup.emb, setup.mask, BOUNDS, num_beams=2, repeat_ngram=n)
     assert all(len(b) == len(cut_repeat(b, n)) for b in beams)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_speculative_cut_at_a_repeat_equals_greedy_cut_there(setup, kind):
     n = _loop_ngram(setup.greedy)
-    greedy = setup.llm.generate_ids(setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
+    greedy = generate_ids(setup.llm, setup.emb, setup.mask, BOUNDS, repeat_ngram=n)
     drafts = _drafts(kind, setup.greedy, setup.llm.stop_id)  # drafts of the uncut output run past the cut
     stats = DecodeStats()
     assert speculative_generate(setup.llm, setup.emb, setup.mask, drafts, BOUNDS, stats=stats,

@@ -3,6 +3,7 @@ encoder's output: shapes, padding, masking only in training, determinism under a
 import pytest
 import torch
 
+from xasr.data.dataset import Batch
 from xasr.models.cformer import CFormerConfig
 from xasr.models.conformer import ConformerConfig
 from xasr.models.context import ContextConfig, ContextualHead
@@ -62,8 +63,8 @@ def _model(**kw):
 
 def _encoded_batch():
     torch.manual_seed(3)
-    return {"encoded": True, "feats": torch.randn(2, 20, 32), "feat_lens": torch.tensor([20, 13]),
-            "tokens": torch.tensor([[1, 2, 3], [4, 5, -1]]), "token_lens": torch.tensor([3, 2]), "texts": ["a", "b"]}
+    return Batch(torch.randn(2, 20, 32), torch.tensor([20, 13]), encoded=True, texts=["a", "b"],
+                 tokens=torch.tensor([[1, 2, 3], [4, 5, -1]]), token_lens=torch.tensor([3, 2]))
 
 
 def test_the_heads_read_the_contextual_head_at_its_frame_rate():
@@ -100,7 +101,7 @@ def test_specaugment_only_in_training_and_repeatable_under_a_seed():
     model.set_trainable(["context", "ctc", "cformer"])
     model.encoder.requires_grad_(False)
     batch = _encoded_batch()
-    h, lens = batch["feats"], batch["feat_lens"]
+    h, lens = batch.feats, batch.feat_lens
     model.train()
     torch.manual_seed(7)
     a = model._mask_frozen(h, lens)

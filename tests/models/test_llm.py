@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tests.models.tiny_llm import make_tiny_llm
+from xasr.decoding.generate import generate_ids
 from xasr.models.llm import IGNORE_ID, FrozenLLM, LLMConfig
 
 
@@ -86,12 +87,12 @@ def test_generate_respects_each_rows_bound(llm):
     gen = llm.build_inputs([2, 3])
     emb = llm.embed(gen["input_ids"], torch.randn(5, llm.embed_dim))
     for beams in (1, 2):
-        rows = llm.generate_ids(emb, gen["attention_mask"], max_new_tokens=[1, 4], num_beams=beams)
+        rows = generate_ids(llm, emb, gen["attention_mask"], max_new_tokens=[1, 4], num_beams=beams)
         assert len(rows) == 2
         assert len(rows[0]) <= 1 and len(rows[1]) <= 4
         assert llm.stop_id not in rows[0] + rows[1]
     # greedy equals a hand-rolled argmax loop over full forward passes
-    rows = llm.generate_ids(emb[:1, 1:], gen["attention_mask"][:1, 1:], max_new_tokens=[5])
+    rows = generate_ids(llm, emb[:1, 1:], gen["attention_mask"][:1, 1:], max_new_tokens=[5])
     seq = emb[:1, 1:]
     mine = []
     for _ in range(5):

@@ -11,6 +11,7 @@ import sentencepiece as spm
 import torch
 
 from tests.transcribe.conftest import make_model_dir, make_units
+from xasr.decoding.methods import ctc_nbest, options_for
 from xasr.errors import XasrError
 from xasr.models.model import XLLMSpeechModel
 from xasr.model_dir import UNIT_CLASSES, init_from_dir, load_model_dir
@@ -72,28 +73,28 @@ def test_the_homophone_scale_moves_the_prefix_search_to_classes(classes_model_di
     torch.manual_seed(1)
     lp = torch.randn(2, 9, len(classes)).log_softmax(-1)
     lens = torch.tensor([9, 6])
-    plain = model.ctc_nbest(lp, lens)
-    model.set_lm_weights(homophone_scale=0.25)
-    tied = model.ctc_nbest(lp, lens)
+    plain = ctc_nbest(model, lp, lens, options_for(model))
+    opts = options_for(model, homophone_scale=0.25)
+    tied = ctc_nbest(model, lp, lens, opts)
     cls = np.array(classes)
     for b, n in enumerate(lens.tolist()):  # the search on class-shared log-probs, class-aware
         scorer = CtcPrefixScorer(class_log_probs(lp[b, :n].numpy(), cls, 0.25), model.ctc.blank_id, classes=cls)
-        assert tied[b] == ctc_prefix_search(scorer, beam=model.cfg.ctc_beam_size, nbest=model.cfg.ctc_beam_size)
+        assert tied[b] == ctc_prefix_search(scorer, beam=opts.ctc_beam_size, nbest=opts.ctc_beam_size)
     assert tied != plain
     with pytest.raises(XasrError, match=r"in \[0, 1\], not 1.5"):
-        model.set_lm_weights(homophone_scale=1.5)
+        options_for(model, homophone_scale=1.5)
     # the scale travels with the model's tuned decoding
     copy = tmp_path / "tuned"
     shutil.copytree(model_dir, copy)
     save_decoding(str(copy), "llm_rescore", {"rescore_ctc_weight": 0.5, "homophone_scale": 0.25})
     assert read_decoding(str(copy))["settings"]["homophone_scale"] == 0.25
-    assert load_model_dir(str(copy))[0].cfg.homophone_scale == 0.25
+    assert options_for(load_model_dir(str(copy))[0]).homophone_scale == 0.25
 
 
 def test_a_homophone_scale_needs_a_head_that_ties_homophones(tmp_path):
     from tests.transcribe.conftest import make_model_dir, make_units
 
     model, _, _ = load_model_dir(str(make_model_dir(tmp_path / "plain", make_units(tmp_path / "lang"))))
-    model.set_lm_weights(homophone_scale=1.0)  # off: fine
+    assert options_for(model, homophone_scale=1.0).homophone_scale == 1.0  # off: fine
     with pytest.raises(XasrError, match="ties homophones"):
-        model.set_lm_weights(homophone_scale=0.5)
+        options_for(model, homophone_scale=0.5)

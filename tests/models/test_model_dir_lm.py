@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tests.transcribe.conftest import TEXT, make_model_dir, make_units
+from xasr.data.dataset import Batch
+from xasr.decoding.methods import decode, lm_fusion, options_for
 from xasr.decoding.ngram import tokenize, train_kneser_ney
 from xasr.errors import XasrError
 from xasr.model_dir import NGRAM, load_model_dir
@@ -26,21 +28,19 @@ def test_the_lm_travels_with_the_model(lm_model_dir):
     assert (lm_model_dir / NGRAM).is_file()
     model, cfg, units = load_model_dir(str(lm_model_dir))
     assert model.cfg.ngram.path == str(lm_model_dir / NGRAM)
-    assert model.lm_fusion(units) is not None
-    model.set_lm_weights(0.0, 0.0)
-    assert model.lm_fusion(units) is None
+    assert lm_fusion(model, units, options_for(model)) is not None
+    assert lm_fusion(model, units, options_for(model, lm_weight=0.0, lm_token_bonus=0.0)) is None
     with pytest.raises(XasrError, match="weight"):
-        model.set_lm_weights(-1.0)
+        options_for(model, lm_weight=-1.0)
 
 
 def test_ctc_beam_decodes_with_the_lm(lm_model_dir):
     model, cfg, units = load_model_dir(str(lm_model_dir))
-    model.cfg.ctc_beam_size = 4
     torch.manual_seed(0)
-    batch = {"feats": torch.randn(2, 120, 80), "feat_lens": torch.tensor([120, 80]), "ids": ["a", "b"]}
-    with_lm = model.decode(batch, "ctc_beam", units)
-    model.set_lm_weights(0.0, 0.0)
-    without = model.decode(batch, "ctc_beam", units)
+    batch = Batch(torch.randn(2, 120, 80), torch.tensor([120, 80]), ids=["a", "b"])
+    with_lm = decode(model, batch, "ctc_beam", units, options_for(model, ctc_beam_size=4)).texts
+    without = decode(model, batch, "ctc_beam", units,
+                     options_for(model, ctc_beam_size=4, lm_weight=0.0, lm_token_bonus=0.0)).texts
     assert len(with_lm) == len(without) == 2 and all(isinstance(t, str) for t in with_lm)
 
 

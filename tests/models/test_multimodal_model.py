@@ -1,5 +1,6 @@
 """The image path of the X-LLM model: placeholders, mixed batches, decoding, stage-3 training and
 model directories, with a tiny random image encoder, a tiny LLM and a tiny speech model."""
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from tests.models.tiny_image import make_tiny_image_encoder
 from tests.models.tiny_llm import make_tiny_llm
+from xasr.data.dataset import Batch
 from xasr.errors import XasrError
 from xasr.models.adapter import AdapterConfig
 from xasr.models.cformer import CFormerConfig
@@ -48,10 +50,10 @@ def _model(parts, image: bool = True) -> XLLMSpeechModel:
 
 def _batch(has=(True, False)):
     g = torch.Generator().manual_seed(1)
-    return {"ids": ["a", "b"], "feats": torch.randn(2, 120, 80, generator=g), "feat_lens": torch.tensor([120, 90]),
-            "tokens": torch.tensor([[3, 4, 5, 6], [7, 8, 9, -1]]), "token_lens": torch.tensor([4, 3]),
-            "texts": ["hello world", "the cat"], "durations": torch.tensor([1.2, 0.9]), "encoded": False,
-            "images": torch.randn(2, 3, 32, 32, generator=g), "has_image": torch.tensor(list(has))}
+    return Batch(torch.randn(2, 120, 80, generator=g), torch.tensor([120, 90]), ids=["a", "b"],
+                 tokens=torch.tensor([[3, 4, 5, 6], [7, 8, 9, -1]]), token_lens=torch.tensor([4, 3]),
+                 texts=["hello world", "the cat"], durations=torch.tensor([1.2, 0.9]),
+                 images=torch.randn(2, 3, 32, 32, generator=g), has_image=torch.tensor(list(has)))
 
 
 class Units:  # stands in for the sentencepiece processor in decoding
@@ -97,7 +99,7 @@ def test_parts_exist_only_with_the_image_path(parts):
 
 def test_rows_without_a_picture_get_the_speech_only_prompt(parts):
     off, on = _model(parts, image=False), _model(parts)
-    plain = {k: v for k, v in _batch().items() if k not in ("images", "has_image")}
+    plain = dataclasses.replace(_batch(), images=None, has_image=None)
     with torch.no_grad():
         ref = off(plain, stage=2)["loss"]
         assert torch.allclose(off(_batch(), stage=2)["loss"], ref)  # no image path: pictures are ignored
@@ -105,9 +107,9 @@ def test_rows_without_a_picture_get_the_speech_only_prompt(parts):
         assert torch.allclose(on(plain, stage=2)["loss"], ref, atol=1e-5)
         mixed = on(_batch(), stage=3)["loss"]
         other = _batch()
-        other["images"][1] = torch.randn(3, 32, 32)  # the picture of a row without one does not count
+        other.images[1] = torch.randn(3, 32, 32)  # the picture of a row without one does not count
         assert torch.equal(on(other, stage=3)["loss"], mixed)
-        other["images"][0] = torch.randn(3, 32, 32)  # (a random Q-Former tells pictures apart only a little)
+        other.images[0] = torch.randn(3, 32, 32)  # (a random Q-Former tells pictures apart only a little)
         assert not torch.equal(on(other, stage=3)["loss"], mixed)
     vectors = on.image_vectors(_batch())
     assert vectors[1] is None and vectors[0].shape == (NUM_QUERIES, on.llm.embed_dim)
@@ -156,14 +158,16 @@ def test_near_zero_query_groups_are_left_out_of_the_prompt(parts):
 def test_decoding_with_and_without_pictures(parts):
     model = _model(parts)
     batch = _batch()
-    texts = model.decode(batch, "llm_greedy", Units())
+    from xasr.decoding.methods import decode
+
+    texts = decode(model, batch, "llm_greedy", Units()).texts
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     other = _batch()
-    other["images"][1] = torch.randn(3, 32, 32)
-    assert model.decode(other, "llm_greedy", Units()) == texts
-    assert len(model.decode(batch, "llm_beam", Units())) == 2
+    other.images[1] = torch.randn(3, 32, 32)
+    assert decode(model, other, "llm_greedy", Units()).texts == texts
+    assert len(decode(model, batch, "llm_beam", Units()).texts) == 2
     with pytest.raises(XasrError, match="does not take images yet"):
-        model.decode(batch, "llm_speculative", Units())
+        decode(model, batch, "llm_speculative", Units())
 
 
 # ---------------------------------------------------------------------- stage-3 training
@@ -254,9 +258,10 @@ def test_stage3_trains_the_image_interface_from_a_stage2_model(parts, corpus, tm
     from lhotse import CutSet
     cuts = CutSet.from_file(corpus / "cuts.jsonl.gz")
     batch = AsrDataset(None, "whisper_mel", images=image_loading(cfg.data, cfg.model.image.encoder))[cuts]
-    assert batch["has_image"].sum() == 3
+    assert batch.has_image.sum() == 3
     trainer.model.eval()
-    assert model.decode(batch, "llm_greedy", units) == trainer.model.decode(batch, "llm_greedy", units)
+    from xasr.decoding.methods import decode
+    assert decode(model, batch, "llm_greedy", units).texts == decode(trainer.model, batch, "llm_greedy", units).texts
 
     # decoding from the command line: own pictures, shuffled pictures (the control), no pictures
     from xasr.bin.cli import main

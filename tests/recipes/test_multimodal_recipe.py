@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xasr.bin.mm_results import keyword_errors, markdown, read_recogs, evaluate
+from xasr.benchmark.multimodal import evaluate, keyword_errors, markdown, read_recogs
 from xasr.scoring.wer import score, write_results
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,6 +7,8 @@ import pytest
 import soundfile as sf
 
 from tests.transcribe.conftest import speechlike, with_silences
+from xasr.decoding.methods import METHODS, DecodeResult, decode, options_for
+from xasr.decoding.speculative import DecodeStats
 from xasr.errors import XasrError
 from xasr.transcribe.api import Transcriber, join_texts
 from xasr.transcribe.vad import VadConfig
@@ -16,17 +18,20 @@ WHOLE = VadConfig(enabled=False, max_segment=30.0)
 
 
 class Calls:
-    """Wraps model.decode to record each batch's segment durations."""
+    """Wraps the decoding function to record the segment durations of each batch ``model`` decodes."""
 
     def __init__(self, model, monkeypatch):
+        import xasr.decoding.methods as methods
+
         self.batches = []
-        inner = model.decode
+        inner = methods.decode
 
-        def decode(batch, method, units):
-            self.batches.append([float(d) for d in batch["durations"]])
-            return inner(batch, method, units)
+        def decode(m, batch, *args, **kwargs):
+            if m is model:
+                self.batches.append([float(d) for d in batch.durations])
+            return inner(m, batch, *args, **kwargs)
 
-        monkeypatch.setattr(model, "decode", decode)
+        monkeypatch.setattr(methods, "decode", decode)
 
     @property
     def segments(self) -> int:
@@ -53,7 +58,7 @@ def test_whisper_model_gives_the_text_of_a_training_style_batch(tiny_whisper_mod
     ours = asr.transcribe(paths, method="ctc_greedy")
     cuts = CutSet.from_cuts(Recording.from_file(p).to_cut() for p in paths)
     batch = AsrDataset(None, "whisper_mel")[cuts]
-    ref = dict(zip(batch["ids"], asr.model.decode(batch, "ctc_greedy", asr.units)))
+    ref = dict(zip(batch.ids, decode(asr.model, batch, "ctc_greedy", asr.units).texts))
     assert [r.text for r in ours] == [ref[f"u{k}"] for k in range(3)]
     assert any(r.text for r in ours)
 
@@ -66,7 +71,7 @@ def test_fbank_model_text_equals_decoding_the_features_directly(asr, tmp_path):
     ours = asr.transcribe([(x, SR) for x in signals], method="cif_greedy", max_batch_seconds=4.0)
     fb = feature_function("fbank", 80)
     for x, r in zip(signals, ours):
-        ref = asr.model.decode(make_batch(["x"], [fb(x)], [len(x) / SR]), "cif_greedy", asr.units)[0]
+        ref = decode(asr.model, make_batch(["x"], [fb(x)], [len(x) / SR]), "cif_greedy", asr.units).texts[0]
         assert r.text == ref and r.segments[0].text == ref
         assert (r.segments[0].start, r.segments[0].end) == (0.0, len(x) / SR)
     assert len({r.text for r in ours}) == 4  # distinct inputs, distinct texts: the check has teeth
@@ -125,14 +130,14 @@ def test_a_truncated_wav_is_transcribed_with_a_warning_in_the_results(asr, tmp_p
 
 
 def test_a_segment_the_model_fails_on_fails_only_its_input(asr, monkeypatch):
-    inner = asr.model.decode
+    import xasr.decoding.methods as methods
 
-    def decode(batch, method, units):
-        if any(abs(float(d) - 2.0) < 1e-6 for d in batch["durations"]):
+    def failing(model, batch, *args, **kwargs):
+        if any(abs(float(d) - 2.0) < 1e-6 for d in batch.durations):
             raise RuntimeError("out of memory")
-        return inner(batch, method, units)
+        return decode(model, batch, *args, **kwargs)
 
-    monkeypatch.setattr(asr.model, "decode", decode)
+    monkeypatch.setattr(methods, "decode", failing)
     asr.vad = WHOLE
     res = asr.transcribe([(speechlike(s, seed=k), SR) for k, s in enumerate([1.0, 2.0, 3.0])], method="cif_greedy")
     assert [r.ok for r in res] == [True, False, True]
@@ -190,17 +195,17 @@ def test_arrays_at_other_rates_and_channels(asr):
     assert 0.25 < r.segments[0].start < 0.35 and 2.65 < r.segments[0].end < 2.75
 
 
-def test_methods_are_checked_at_run_time(asr, monkeypatch):
-    import xasr.models.model as model_module
-
+def test_methods_are_checked_at_run_time(asr):
     with pytest.raises(XasrError, match="unknown decoding method 'nope'; choose from ctc_greedy"):
         asr.transcribe([(speechlike(1.0), SR)], method="nope")
     with pytest.raises(XasrError, match="llm_greedy needs a model trained with the LLM"):
         asr.transcribe([(speechlike(1.0), SR)], method="llm_greedy")
-    # a method added to the model later is accepted without touching the transcriber
-    monkeypatch.setattr(model_module, "DECODING_METHODS", model_module.DECODING_METHODS + ("new_method",))
-    monkeypatch.setattr(asr.model, "decode", lambda batch, method, units: [method] * len(batch["ids"]))
-    assert asr.transcribe([(speechlike(1.0), SR)], method="new_method")[0].text == "new_method"
+    # a method registered later is accepted without touching the transcriber
+    METHODS.register("new_method")(lambda s: DecodeResult(["new_method"] * s.utterances(), DecodeStats()))
+    try:
+        assert asr.transcribe([(speechlike(1.0), SR)], method="new_method")[0].text == "new_method"
+    finally:
+        METHODS.unregister("new_method")
 
 
 def test_segment_bound_is_checked_against_the_encoder(tiny_whisper_model_dir):
@@ -227,7 +232,7 @@ def test_llm_methods(tiny_llm_model_dir):
 def test_every_method_gives_the_same_text_alone_and_in_a_padded_batch(tiny_llm_model_dir):
     """Utterances of mixed lengths decoded one at a time and all in one batch (padding up to
     the longest) give the same texts and the same no_speech_prob, for every decoding method."""
-    from xasr.models.model import DECODING_METHODS
+    from xasr.decoding.methods import DECODING_METHODS
 
     asr = Transcriber.from_pretrained(str(tiny_llm_model_dir), threads=1, vad=WHOLE)
     inputs = [(speechlike(d, seed=i), SR) for i, d in enumerate([0.6, 2.3, 1.1, 3.0, 1.7])]
@@ -277,12 +282,12 @@ def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_ou
     ours = asr.transcribe(paths)
 
     model, cfg, units = load_model_dir(str(plain))  # the same weights, no decoding.json: set by hand
-    model.set_ctc_weights(0.7, -1.5)
     cuts = CutSet.from_cuts(Recording.from_file(p).to_cut() for p in paths)
-    ref = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu")
+    ref = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu",
+                      opts=options_for(model).with_ctc_weights(0.7, -1.5))
     assert [r.text for r in ours] == [ref[f"u{k}"] for k in range(3)]
-    model.set_ctc_weights(0.0, 0.0)
-    other = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu")
+    other = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu",
+                        opts=options_for(model).with_ctc_weights(0.0, 0.0))
     assert other != ref  # the weights matter here: the check has teeth
     with pytest.raises(XasrError, match="unknown decoding method"):
         save_decoding(str(model_dir), "llm_rescor", {})

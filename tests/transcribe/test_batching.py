@@ -52,10 +52,10 @@ def test_whisper_mel_equals_the_training_dataset(tmp_path):
     mel = feature_function("whisper_mel", 80)
     feats = [mel(sf.read(tmp_path / f"u{i}.wav", dtype="float32")[0]) for i in (0, 1)]
     ours = make_batch(["u0", "u1"], feats, [2.3, 1.0])
-    assert batch["ids"] == ours["ids"]
-    assert torch.equal(batch["feat_lens"], ours["feat_lens"])
-    assert torch.equal(batch["feats"], ours["feats"])
-    assert set(ours) >= {"ids", "feats", "feat_lens", "durations", "texts"}
+    assert batch.ids == ours.ids
+    assert torch.equal(batch.feat_lens, ours.feat_lens)
+    assert torch.equal(batch.feats, ours.feats)
+    assert ours.texts == ["", ""] and ours.durations.tolist() == pytest.approx([2.3, 1.0])
 
 
 def test_pad_features():

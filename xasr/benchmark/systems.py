@@ -8,11 +8,11 @@ Kinds (:data:`SYSTEM_KINDS`):
 
   ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H]``
       a trained xasr model directory decoded with METHOD, any name in
-      :data:`xasr.models.model.DECODING_METHODS` (default ``llm_greedy``); batches of at most
+      :data:`xasr.decoding.methods.METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
       W (in [0, 1]) and B override the model's CTC weight and length bonus for ``llm_ctc``
-      and ``llm_rescore`` (``XLLMSpeechModel.set_ctc_weights``), H (in [0, 1]) its homophone
-      scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``set_lm_weights``).
+      and ``llm_rescore`` (``DecodingOptions.with_ctc_weights``), H (in [0, 1]) its homophone
+      scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``DecodingOptions``).
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -214,16 +214,16 @@ class XasrSystem(BenchmarkSystem):
 
     @classmethod
     def parse_options(cls, spec: str, args: List[str]) -> Dict[str, object]:
-        from xasr.models.model import DECODING_METHODS
+        from xasr.decoding.methods import method_names
 
         opts: Dict[str, object] = {"method": "llm_greedy", "max_duration": 60.0}
         methods = 0
         for a in args:
             key, value = _split_option(a)
             if key is None:
-                if value not in DECODING_METHODS:
+                if value not in method_names():
                     raise SystemSpecError(f"system {spec!r}: unknown decoding method {value!r}; choose from "
-                                          f"{', '.join(DECODING_METHODS)}")
+                                          f"{', '.join(method_names())}")
                 methods += 1
                 opts["method"] = value
             elif key == "max_duration":
@@ -256,6 +256,7 @@ class XasrSystem(BenchmarkSystem):
         return str(options["method"])
 
     def load(self) -> Dict[str, object]:
+        from xasr.decoding.methods import options_for
         from xasr.model_dir import load_model_dir
 
         _set_torch_threads(self.settings.threads)
@@ -265,21 +266,21 @@ class XasrSystem(BenchmarkSystem):
         self.model, self.cfg, self.units = load_model_dir(str(d), models_dir=self.settings.models_dir,
                                                           device=self.settings.device)
         self.features = self.cfg.data.features
-        if "repeat_ngram" in self.spec.options:
-            self.model.cfg.repeat_ngram = int(self.spec.options["repeat_ngram"])
-        self.model.set_ctc_weights(self.spec.options.get("ctc_weight"), self.spec.options.get("length_bonus"))
-        self.model.set_lm_weights(homophone_scale=self.spec.options.get("homophone_scale"))
+        o = self.spec.options
+        self.opts = options_for(self.model, homophone_scale=o.get("homophone_scale"),
+                                repeat_ngram=o.get("repeat_ngram")).with_ctc_weights(o.get("ctc_weight"),
+                                                                                      o.get("length_bonus"))
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
             raise XasrError(f"system {self.spec.name}: {method} needs a model trained with the LLM (stage 2), "
                             f"but {d} is a stage-1 model (use ctc_greedy or cif_greedy)")
         n_params = sum(p.numel() for p in self.model.parameters())
-        c = self.model.cfg  # the decoding settings in effect: the model's own (decoding.json's) or the spec's
+        c = self.opts  # the decoding settings in effect: the model's own (decoding.json's) or the spec's
         return {"model_dir": str(d.resolve()), "features": self.features, "encoder": self.cfg.model.encoder.name,
                 "use_llm": bool(self.cfg.model.use_llm), "parameters": n_params,
                 "decoding": {"rescore_ctc_weight": c.rescore_ctc_weight, "rescore_length_bonus": c.rescore_length_bonus,
-                             "homophone_scale": c.homophone_scale, "lm_weight": c.ngram.weight,
-                             "lm_token_bonus": c.ngram.token_bonus}}
+                             "homophone_scale": c.homophone_scale, "lm_weight": c.lm_weight,
+                             "lm_token_bonus": c.lm_token_bonus}}
 
     def transcribe(self, cuts, language: str) -> Dict[str, str]:
         from xasr.decoding.dataset_decode import decode_cuts
@@ -296,10 +297,10 @@ class XasrSystem(BenchmarkSystem):
                 cuts = compute_fbank_cuts(cuts, tmp)
                 self._stats = DecodeStats()
                 return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration,
-                                   self.settings.device, stats=self._stats)
+                                   self.settings.device, stats=self._stats, opts=self.opts)
         self._stats = DecodeStats()
         return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration, self.settings.device,
-                           stats=self._stats)
+                           stats=self._stats, opts=self.opts)
 
     def decode_work(self) -> Optional[Dict[str, float]]:
         st = getattr(self, "_stats", None)

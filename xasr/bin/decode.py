@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xasr.data.images import image_loading
     from xasr.decoding.dataset_decode import decode_and_score
-    from xasr.models.model import check_methods
+    from xasr.decoding.methods import check_methods, options_for
     from xasr.model_dir import load_model_dir
 
     if args.threads > 0:
@@ -94,24 +94,23 @@ def run(args: argparse.Namespace) -> int:
     check_files(sets, "--cuts")
     check_model_dir(args.model_dir, "--model-dir")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
-    if args.repeat_ngram is not None:
-        model.cfg.repeat_ngram = args.repeat_ngram
-    model.set_ctc_weights(args.ctc_weight, args.length_bonus)
-    model.set_lm_weights(args.lm_weight, args.lm_bonus, args.homophone_scale)
+    opts = options_for(model, homophone_scale=args.homophone_scale, repeat_ngram=args.repeat_ngram,
+                       lm_weight=args.lm_weight, lm_token_bonus=args.lm_bonus
+                       ).with_ctc_weights(args.ctc_weight, args.length_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
         raise XasrError("--image-shuffle-seed needs a model trained with pictures (data.images) and no --no-images")
     summaries = decode_and_score(model, units, sets, args.methods, args.out_dir, args.normalizer,
                                  features=cfg.data.features, max_duration=args.max_duration, device=args.device,
                                  images=images, image_shuffle_seed=args.image_shuffle_seed,
-                                 tune_on=args.tune_rescore_on)
+                                 tune_on=args.tune_rescore_on, opts=opts)
     if args.save_decoding:
         from xasr.model_dir import save_decoding
 
         tuned = json.loads(Path(args.out_dir, "rescore-weights.json").read_text())
         settings = {"rescore_ctc_weight": tuned["ctc_weight"], "rescore_length_bonus": tuned["length_bonus"]}
-        if model.cfg.homophone_scale != 1.0:  # the N-best the weights were tuned on came from this search
-            settings["homophone_scale"] = model.cfg.homophone_scale
+        if opts.homophone_scale != 1.0:  # the N-best the weights were tuned on came from this search
+            settings["homophone_scale"] = opts.homophone_scale
         path = save_decoding(args.model_dir, "llm_rescore", settings,
                              tuned_on=tuned["tuned_on"], nbest=tuned["nbest"], error_rate=tuned["error_rate"],
                              unit=tuned["unit"])

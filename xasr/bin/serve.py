@@ -63,7 +63,7 @@ def default_model_name(model_dir: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from xasr.bin.options import check_positive
     from xasr.errors import XasrError
-    from xasr.models.model import check_methods
+    from xasr.decoding.methods import check_methods
     from xasr.model_dir import check_model_dir
 
     try:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from xasr.transcribe.writers import kaldi_line
 
     from xasr.bin.options import check_positive
-    from xasr.models.model import check_methods
+    from xasr.decoding.methods import check_methods
     from xasr.model_dir import check_model_dir
 
     if args.method is not None:

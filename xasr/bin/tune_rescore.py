@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from xasr.benchmark.testsets import parse_named
     from xasr.data.dataset import batch_texts
     from xasr.decoding.dataset_decode import decode_cuts
+    from xasr.decoding.methods import options_for
     from xasr.decoding.rescore import tune
     from xasr.model_dir import load_model_dir
 
@@ -62,23 +63,23 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
-    if args.nbest is not None:
-        model.cfg.ctc_beam_size = args.nbest
+    opts = options_for(model, ctc_beam_size=args.nbest)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for set_name, path in sets.items():
         cuts = CutSet.from_file(path).to_eager()
         refs = dict(zip([c.id for c in cuts], batch_texts(cuts)))
         nbest: Dict[str, list] = {}
-        decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, args.max_duration, args.device, nbest=nbest)
+        decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, args.max_duration, args.device, nbest=nbest,
+                    opts=opts)
         with open(out / f"nbest-{set_name}.jsonl", "w", encoding="utf-8") as f:
             for cid, hyps in nbest.items():
                 f.write(json.dumps({"id": cid, "ref": refs[cid], "hyps": [
                     {"text": t, "units": len(u), "ctc": c, "llm": l} for t, u, c, l in hyps]}, ensure_ascii=False) + "\n")
         result = tune(nbest, refs, args.normalizer, args.ctc_weights, args.length_bonuses)
-        result.write(out, set_name, f"{set_name}: llm_rescore, {model.cfg.ctc_beam_size}-best")
+        result.write(out, set_name, f"{set_name}: llm_rescore, {opts.ctc_beam_size}-best")
         u = result.unit
-        print(f"{set_name}: {len(refs)} utterances, {model.cfg.ctc_beam_size}-best; CTC search alone %{u} "
+        print(f"{set_name}: {len(refs)} utterances, {opts.ctc_beam_size}-best; CTC search alone %{u} "
               f"{result.ctc_alone:.2f}; N-best oracle %{u} {result.oracle:.2f}")
         for (w, b), v in sorted(result.table.items()):
             print(f"  w {w:g}\tbonus {b:g}\t%{u} {v:.2f}")

@@ -53,7 +53,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -65,7 +64,7 @@ import numpy as np
 import soundfile as sf
 
 from xasr.corpora.scenes import KEYWORD_KINDS, Scene, describe_scene, render_scene, sample_scene
-from xasr.corpora.synth import make_voices, split_variants
+from xasr.corpora.synth import make_voices, partial_dir, speaker_jobs, split_variants
 from xasr.corpora.tts import TARGET_SAMPLE_RATE, Voice, check_engine, synthesize
 from xasr.errors import XasrError
 from xasr.utils.progress import progress
@@ -528,21 +527,11 @@ def synthesize_scenes_corpus(cfg: ScenesConfig) -> dict:
     copies = plan_copies(cfg, utts)
     logger.info("planned %d scenes, %d utterances by %d speakers, %d noisy copies",
                 len(scenes), len(utts), len(speakers), len(copies))
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = partial_dir(out)
 
     # 1. pictures and clean speech (festival first: its jobs are the slowest)
-    by_speaker: Dict[str, List[PlannedUtterance]] = {}
-    for u in utts:
-        by_speaker.setdefault(u.speaker, []).append(u)
-    tts_jobs = []
-    for spk in speakers:
-        us = by_speaker.get(spk.id, [])
-        for i in range(0, len(us), cfg.max_utts_per_job):
-            tts_jobs.append(("tts", (spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.clean_snr_db)))
-    tts_jobs.sort(key=lambda j: (j[1][0].voice.engine != "festival", -len(j[1][1])))
+    tts_jobs = [("tts", (spk, us, str(tmp), cfg.seed, cfg.clean_snr_db))
+                for spk, us in speaker_jobs(speakers, utts, cfg.max_utts_per_job)]
     scene_items = [(split, s.to_dict()) for split, s in scenes]
     image_jobs = [("image", (scene_items[i:i + 100], str(tmp))) for i in range(0, len(scene_items), 100)]
     t_audio = time.time()

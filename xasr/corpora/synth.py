@@ -430,6 +430,32 @@ def _write_texts(cfg: SynthConfig, root: Path, speakers: List[Speaker], utts: Li
     (root / "SPEAKERS.TXT").write_text("".join(lines), encoding="utf-8")
 
 
+def partial_dir(out: Path) -> Path:
+    """``<out>.partial``, empty: where a corpus is built before it is moved to ``out`` whole."""
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def speaker_jobs(speakers: Sequence, utts: Sequence, per_job: int,
+                 by_split: bool = False) -> List[Tuple[object, list]]:
+    """TTS jobs: (speaker, at most ``per_job`` of its utterances); a speaker's utterances are
+    those whose ``speaker`` is its ``id`` (and, ``by_split``, whose ``split`` is its split).
+    Festival voices first (their jobs are the slowest, so the pool ends together), then larger
+    jobs first."""
+    by_speaker: Dict[tuple, list] = {}
+    for u in utts:
+        by_speaker.setdefault((u.split if by_split else None, u.speaker), []).append(u)
+    jobs = []
+    for spk in speakers:
+        us = by_speaker.get((spk.split if by_split else None, spk.id), [])
+        jobs += [(spk, us[i:i + per_job]) for i in range(0, len(us), per_job)]
+    jobs.sort(key=lambda j: (j[0].voice.engine != "festival", -len(j[1])))
+    return jobs
+
+
 def synthesize_corpus(cfg: SynthConfig) -> dict:
     """Write the corpus to ``cfg.out_dir`` and return a summary (hours, speed, size).
 
@@ -456,20 +482,9 @@ def synthesize_corpus(cfg: SynthConfig) -> dict:
     logger.info("planned %d speakers, %d utterances from %d sentences (%.1f s)",
                 len(speakers), len(utts), len(sentences), time.time() - t0)
 
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    by_speaker: Dict[Tuple[str, str], List[Utterance]] = {}
-    for u in utts:
-        by_speaker.setdefault((u.split, u.speaker), []).append(u)
-    jobs = []
-    for spk in speakers:
-        us = by_speaker.get((spk.split, spk.id), [])
-        for i in range(0, len(us), cfg.max_utts_per_job):
-            jobs.append((spk, us[i:i + cfg.max_utts_per_job], str(tmp), cfg.seed, cfg.snr_db, cfg.train_acoustics))
-    # festival jobs are the slowest: start them first so the pool ends together
-    jobs.sort(key=lambda j: (j[0].voice.engine != "festival", -len(j[1])))
+    tmp = partial_dir(out)
+    jobs = [(spk, us, str(tmp), cfg.seed, cfg.snr_db, cfg.train_acoustics)
+            for spk, us in speaker_jobs(speakers, utts, cfg.max_utts_per_job, by_split=True)]
 
     t_audio = time.time()
     durations: Dict[str, float] = {}

@@ -3,12 +3,9 @@
 In: cut manifests with precomputed fbank features (recipes' stage 2), or with audio only
 when the encoder wants Whisper log-mel features (computed on the fly), or with stored outputs
 of a frozen encoder (:mod:`xasr.data.encoder_cache`); a sentencepiece model.
-Out: batches ``{"ids", "feats" (B, T, F), "feat_lens" (B,), "texts", "tokens" (B, U) padded
-with -1, "token_lens" (B,), "durations" (B,), "encoded"}``, longest utterance first. With
-``encoded`` true, feats are already encoder outputs (B, T', D) and the model skips its encoder.
-With pictures (``images``, :mod:`xasr.data.images`): also ``"images"`` (B, 3, S, S), the picture
-each cut's ``custom["image"]`` names, preprocessed for the image encoder, and ``"has_image"``
-(B,) bool (False, with a zero picture, for a cut without one).
+Out: :class:`Batch` objects (padded features, lengths, texts, unit ids), longest utterance
+first; the transcription path builds the same kind from raw audio
+(:func:`xasr.transcribe.batching.make_batch`).
 
 Batches are duration-bucketed (lhotse's DynamicBucketingSampler, ``max_duration`` seconds of
 audio per batch). Under DDP every rank draws the same global batch and keeps its share
@@ -18,10 +15,11 @@ process would, which makes multi-process training reproducible against single-pr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Iterator, List, Optional
 
 import torch
+from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +45,32 @@ class DataConfig:
     image_shuffle_seed: Optional[int] = None
 
 
-def batch_to(batch: dict, device) -> dict:
-    """The batch with its tensors on ``device`` (lists of ids and texts unchanged)."""
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+@dataclass
+class Batch:
+    """Utterances padded together, the longest first."""
+
+    feats: Tensor  # (B, T, F) features, or with ``encoded`` the frozen encoder's outputs (B, T', D)
+    feat_lens: Tensor  # (B,)
+    ids: List[str] = field(default_factory=list)
+    texts: List[str] = field(default_factory=list)  # transcripts ("" when unknown)
+    durations: Optional[Tensor] = None  # (B,) seconds
+    encoded: bool = False  # feats are stored encoder outputs: the model skips its encoder
+    stand_in: bool = False  # a rank's stand-in copy, counted for nothing (GlobalBatchSampler)
+    tokens: Optional[Tensor] = None  # (B, U) unit ids of the texts, padded with -1
+    token_lens: Optional[Tensor] = None  # (B,)
+    # with pictures (xasr.data.images): (B, 3, S, S) the picture each cut's custom["image"]
+    # names, preprocessed for the image encoder, and (B,) bool (False, with a zero picture,
+    # for a cut without one)
+    images: Optional[Tensor] = None
+    has_image: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return int(self.feats.shape[0])
+
+    def to(self, device) -> "Batch":
+        """The batch with its tensors on ``device`` (ids and texts unchanged)."""
+        return Batch(**{f: (v.to(device) if isinstance(v, Tensor) else v)
+                        for f, v in ((f.name, getattr(self, f.name)) for f in fields(self))})
 
 
 def batch_texts(cuts) -> List[str]:
@@ -71,7 +92,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.images = images
         self.sp = spm.SentencePieceProcessor(model_file=units_model) if units_model else None
 
-    def __getitem__(self, cuts) -> Dict[str, object]:
+    def __getitem__(self, cuts) -> Batch:
         from lhotse.dataset.collation import collate_features
 
         cuts = cuts.sort_by_duration(ascending=False)
@@ -91,22 +112,20 @@ class AsrDataset(torch.utils.data.Dataset):
             for i, m in enumerate(mels):
                 feats[i, :m.shape[0]] = torch.as_tensor(m)
         texts = batch_texts(cuts)
-        batch: Dict[str, object] = {
-            "ids": [c.id for c in cuts], "feats": feats, "feat_lens": feat_lens, "texts": texts,
-            "durations": torch.tensor([c.duration for c in cuts]), "encoded": self.encoded,
-            "stand_in": any((c.custom or {}).get(STAND_IN) for c in cuts),  # see GlobalBatchSampler
-        }
+        batch = Batch(feats, feat_lens, ids=[c.id for c in cuts], texts=texts,
+                      durations=torch.tensor([c.duration for c in cuts]), encoded=self.encoded,
+                      stand_in=any((c.custom or {}).get(STAND_IN) for c in cuts))  # see GlobalBatchSampler
         if self.images is not None:
             from xasr.data.images import collate_images
 
-            batch["images"], batch["has_image"] = collate_images(cuts, self.images)  # (B, 3, S, S), (B,)
+            batch.images, batch.has_image = collate_images(cuts, self.images)  # (B, 3, S, S), (B,)
         if self.sp is not None:
             toks = [self.sp.encode(t) for t in texts]
             lens = torch.tensor([len(t) for t in toks], dtype=torch.long)
             padded = torch.full((len(toks), max(1, int(lens.max()))), -1, dtype=torch.long)
             for i, t in enumerate(toks):
                 padded[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-            batch["tokens"], batch["token_lens"] = padded, lens
+            batch.tokens, batch.token_lens = padded, lens
         return batch
 
 
@@ -120,7 +139,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
     Every rank runs the same lhotse sampler (same seed, world size 1) and keeps the cuts at
     positions rank, rank + world_size, ... of each global batch sorted by duration. A rank
     left without a cut (a global batch with fewer cuts than ranks) gets a stand-in: the batch's
-    first cut marked ``custom[STAND_IN]``, which the dataset flags (``batch["stand_in"]``) and
+    first cut marked ``custom[STAND_IN]``, which the dataset flags (``Batch.stand_in``) and
     the trainer counts for nothing. Every rank still runs forward and backward, as DDP needs,
     and N ranks train on exactly the batches one process does.
     """

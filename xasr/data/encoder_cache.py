@@ -128,11 +128,11 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
         done = {}
         with NumpyFilesWriter(str(out / "arrays" / stem)) as writer, torch.no_grad():
             for batch in loader:
-                h, h_lens = encoder(batch["feats"].to(device), batch["feat_lens"].to(device))  # (B, T', D)
-                for i, cid in enumerate(batch["ids"]):
+                h, h_lens = encoder(batch.feats.to(device), batch.feat_lens.to(device))  # (B, T', D)
+                for i, cid in enumerate(batch.ids):
                     arr = h[i, :int(h_lens[i])].to(torch.float16).cpu().numpy()
                     done[cid] = writer.store_array(cid, arr, frame_shift=frame_shift, temporal_dim=0)
-                bar.update(len(batch["ids"]))
+                bar.update(len(batch.ids))
         bar.close()
         cached = CutSet.from_cuts(by_id[c.id].with_custom(ENCODED_FIELD, done[c.id]) for c in cuts)
         tmp = target.with_name(target.name + ".partial.jsonl.gz")

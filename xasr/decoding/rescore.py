@@ -2,7 +2,7 @@
 
 In: one utterance's CTC log-probabilities (T, V) from the stage-1 head; for the rescoring, the
 N-best texts with their CTC log-probabilities and, per text, the LLM's log-probability of
-writing it after the utterance's prompt (``FrozenLLM.target_logprobs``).
+writing it after the utterance's prompt (:func:`xasr.decoding.llm_scoring.target_logprobs`).
 Out: ``ctc_prefix_search``: up to ``nbest`` unit sequences with their CTC log-probabilities,
 best first; ``rescore``: the index of the best hypothesis under the combined score; ``tune``:
 on a set with references, the error rate at each point of a grid of the two weights

@@ -3,45 +3,21 @@
 In: the embedded, left-padded generation prompts of a batch (``FrozenLLM.generation_inputs``),
 one draft per utterance as LLM token ids (:func:`draft_ids`: the CIF or CTC head's text
 re-tokenised exactly like a training target, end-of-turn token last), and each utterance's
-length bound (``XLLMSpeechModel.length_bound``).
-Out: per utterance the LLM token ids that greedy decoding gives (``FrozenLLM.generate_ids`` with
-``num_beams=1``: the end-of-turn token or the bound ends a row), and :class:`DecodeStats`.
+length bound (:func:`xasr.decoding.methods.length_bound`).
+Out: per utterance the LLM token ids that greedy decoding gives
+(:func:`xasr.decoding.generate.generate_ids` with ``num_beams=1``), and :class:`DecodeStats`
+(passes, drafted and accepted tokens).
 
-How (greedy with a verifier, in the manner of speculative decoding, arXiv 2211.17192, with the
-model's own cheap heads as the drafter):
-
-1. One pass runs the prompts and the drafts together, with a KV cache (``DynamicCache``).
-   The logit at the last prompt position gives the first output token, the logit at each draft
-   position the token after it: the longest draft prefix that equals the LLM's own argmax
-   choices is accepted, and the LLM's argmax at the first disagreement is the "bonus" token.
-   A draft equal to the greedy output is thus accepted in one pass.
-2. Each later pass feeds the last output token (not yet in the cache) and a proposal: the
-   draft after the point where the output so far ends in it. That point is found by matching
-   the last (up to ``ngram``) output tokens against the draft near where the previous pass
-   stopped (:func:`align_draft`); without a match the LLM is assumed to have replaced one
-   draft token, and the proposal starts after it; past the draft's end a pass feeds one
-   token (plain greedy steps). On a CPU, where a pass costs more the more positions it has,
-   proposals adapt to how well the row's draft has done (see :func:`speculative_generate`).
-3. Rows of a batch share one cache. A row's rejected positions stay in the cache but are
-   masked out (attention mask 0) for all later passes; each row's position ids count only its
-   valid positions, so the model sees exactly its own sequence. Trailing columns nobody needs
-   are cropped, finished rows leave the batch, and the cache is compacted (valid columns
-   gathered, rows left-padded again) when holes dominate, or at once for an LLM with
-   sliding-window layers (Gemma 3, Mistral), whose windows count columns. Keys carry their
-   rotary positions, so moving cache columns does not change the attention.
-
-The output equals greedy decoding by construction: a token is output only when it is the
-LLM's argmax after exactly the tokens output before it. Numerically, scoring k tokens in one
-pass and one at a time differ in the last bits of float32 (up to 7e-5 in the logits of
-SmolLM2-135M on LibriSpeech prompts), which could flip an argmax only when the top two
-logits are nearly tied: a position whose margin is below ``tie_margin`` (1e-3) is not taken
-from a multi-token pass; the row stops before it and recomputes it next pass as a
-single-token step, the way greedy computes it (``DecodeStats.close_calls`` counts these).
-Use float32 weights for exact agreement; in bfloat16 near-ties are frequent and the
-rounding differences larger than any safe margin.
-
-Greedy decoding (``generate_ids``) keeps finished rows in its batch until the last row ends;
-here they leave, so even a useless draft saves LLM passes per utterance, not batch steps.
+Speculative decoding (arXiv 2211.17192) with the model's own heads as the drafter: each pass
+feeds the last output token and the draft's continuation from where the output has reached in
+it (:func:`align_draft`); the longest prefix equal to the LLM's argmax choices is accepted, plus
+the LLM's own token at the first disagreement. Rows share one KV cache: rejected positions are
+masked out, position ids count each row's valid positions, finished rows leave and the cache is
+compacted when holes dominate (at once for sliding-window LLMs). A token is output only when it
+is the LLM's argmax after exactly the tokens before it, so the output is greedy's; positions
+whose top-two logits are closer than :data:`TIE_MARGIN` are recomputed as single-token steps,
+since multi-token and single-token passes differ in the last float32 bits (exact agreement
+needs float32 weights; bfloat16 ties are too frequent).
 """
 from __future__ import annotations
 
@@ -98,7 +74,7 @@ class PassCounter:
     """Counts the forward calls of an LLM and the rows each call ran (a forward hook).
 
         with PassCounter(llm.model) as counter:
-            llm.generate_ids(...)
+            generate_ids(llm, ...)
         counter.calls, counter.rows
     """
 
@@ -228,7 +204,7 @@ def speculative_generate(llm, inputs_embeds: Tensor, attention_mask: Tensor, dra
     """Greedy decoding verified against drafts; returns per row the token ids without the stop token.
 
     inputs_embeds (B, L, D) and attention_mask (B, L): left-padded prompts as for
-    ``FrozenLLM.generate_ids``; drafts: per row LLM token ids (:func:`draft_ids`);
+    :func:`xasr.decoding.generate.generate_ids`; drafts: per row LLM token ids (:func:`draft_ids`);
     max_new_tokens: per row bound; max_proposal: at most this many draft tokens per pass
     (None: no limit); stats: counters to add to; repeat_ngram: as for ``generate_ids``, a row
     stops once its output repeats a run of that many tokens and is cut where the repeat starts

@@ -79,11 +79,11 @@ def unit_vectors(model, batches: Iterable[dict], table: Optional[Tensor] = None
     xs, ys, ms = [], [], []
     for batch in batches:
         h, h_lens = model.encode_batch(batch)
-        cf = model.cformer(h, h_lens, target_lens=batch["token_lens"], alphas=model.cif_alphas(h, h_lens))
+        cf = model.cformer(h, h_lens, target_lens=batch.token_lens, alphas=model.cif_alphas(h, h_lens))
         for b in range(cf.vectors.shape[0]):
-            n = min(int(batch["token_lens"][b]), int(cf.lens[b]))
+            n = min(int(batch.token_lens[b]), int(cf.lens[b]))
             xs.append(cf.vectors[b, :n].float())
-            ys.append(batch["tokens"][b, :n])
+            ys.append(batch.tokens[b, :n])
             if table is not None:
                 ms.append(cf.logits[b, :n].float().softmax(-1) @ table)
     if not xs:

@@ -5,20 +5,19 @@
                                        -> S-Adapter -> frozen LLM      (stage-2 loss, main decoder)
     image -> frozen image encoder -> Q-Former -> I-Adapter --/         (stage 3, model.image.enabled)
 
-In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, or
-transcripts from any decoding method (``ctc_greedy``, ``ctc_beam``, ``cif_greedy``, ``llm_greedy``,
-``llm_beam``, ``llm_ctc``, ``llm_rescore``, ``llm_speculative``, ``llm_fast``). A trained model is a directory
-(:func:`xasr.model_dir.save_model_dir`) that holds only what xasr trained, and names the frozen pretrained parts
-it was trained with (path and fingerprint).
+In: batches from :mod:`xasr.data.dataset`. Out: loss dictionaries for the trainer, and the
+encoder output, CTC log-probs, C-Former vectors and adapted LLM inputs that the decoding methods
+(:mod:`xasr.decoding.methods`) turn into text. A trained model is a directory
+(:func:`xasr.model_dir.save_model_dir`) that holds only what xasr trained, and names the frozen
+pretrained parts it was trained with (path and fingerprint).
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,19 +36,10 @@ from xasr.models.qformer import QFormer, QFormerConfig
 from xasr.models.whisper_encoder import WhisperEncoderConfig
 from xasr.utils.fingerprint import fingerprint
 
+if TYPE_CHECKING:
+    from xasr.data.dataset import Batch
+
 logger = logging.getLogger(__name__)
-
-DECODING_METHODS = ("ctc_greedy", "ctc_beam", "cif_greedy", "llm_greedy", "llm_beam", "llm_ctc", "llm_rescore",
-                    "llm_speculative", "llm_fast")
-
-
-def check_methods(methods: Sequence[str], option: str = "--methods") -> None:
-    """Refuse unknown decoding method names before anything is loaded."""
-    unknown = [m for m in methods if m not in DECODING_METHODS]
-    if unknown:
-        raise XasrError(f"{option}: unknown decoding method {', '.join(map(repr, unknown))}; choose from "
-                        f"{', '.join(DECODING_METHODS)}")
-
 
 PARTS = ("encoder", "context", "ctc", "cformer", "adapter", "lora", "qformer", "image_adapter")
 
@@ -108,6 +98,8 @@ class ModelConfig:
     frozen_dim_mask_width: int = 32
     ce_weight: float = 1.0
     quantity_weight: float = 1.0
+    # the decoding search: the defaults of a model's DecodingOptions (xasr.decoding.options), read
+    # when it decodes; callers change them on a DecodingOptions, never here
     beam_size: int = 4  # llm_beam
     length_bound_factor: float = 1.5  # LLM output bound: factor * LLM tokens of the CIF-head text + margin
     length_bound_margin: int = 8
@@ -278,8 +270,8 @@ class XLLMSpeechModel(nn.Module):
 
         The weights are the CTC non-blank probabilities, scaled so that each row sums to the
         number of tokens on the CTC greedy path: CTC may spread one token over several
-        non-blank frames, so the plain sum overcounts (by about 5x on the Aishell recipe's
-        model). In training the C-Former rescales them to the reference length anyway."""
+        non-blank frames, so the plain sum overcounts. In training the C-Former rescales them to
+        the reference length anyway."""
         if self.cfg.cif_alphas == "predictor":
             return None
         if self.cfg.cif_alphas != "ctc":
@@ -294,19 +286,19 @@ class XLLMSpeechModel(nn.Module):
             tokens = ((best != blank) & (best != prev) & valid).sum(1).to(alphas.dtype)  # (B,)
             return alphas * (tokens / alphas.sum(1).clamp(min=1e-6)).unsqueeze(1)  # (B, T)
 
-    def encode_batch(self, batch: dict):
+    def encode_batch(self, batch: Batch):
         """What the heads read for a batch: the encoder outputs (computed, or as stored in
-        ``batch["encoded"]``, see :mod:`xasr.data.encoder_cache`), SpecAugment-masked in training
+        ``batch.encoded``, see :mod:`xasr.data.encoder_cache`), SpecAugment-masked in training
         when the encoder is frozen (``frozen_*_masks``), then the contextual head if the model has
         one. Returns (h (B, T', D), h_lens (B,))."""
         grad = torch.is_grad_enabled()
-        if batch.get("encoded"):
+        if batch.encoded:
             if _trains(self.encoder):
                 raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
-            h, h_lens = batch["feats"], batch["feat_lens"]
+            h, h_lens = batch.feats, batch.feat_lens
         else:
             with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through a frozen encoder
-                h, h_lens = self.encode(batch["feats"], batch["feat_lens"])
+                h, h_lens = self.encode(batch.feats, batch.feat_lens)
         if self.training and not _trains(self.encoder):
             h = self._mask_frozen(h, h_lens)
         if self.context is not None:
@@ -342,13 +334,13 @@ class XLLMSpeechModel(nn.Module):
             drop |= spans.any(1)[:, None, :]
         return h.masked_fill(drop, 0.0)  # (B, T, D)
 
-    def forward(self, batch: dict, stage: int) -> Dict[str, Tensor]:
+    def forward(self, batch: Batch, stage: int) -> Dict[str, Tensor]:
         """Losses for a batch: stage 1 (CTC + CE + quantity) or stage 2 (LLM cross-entropy,
         plus the stage-1 losses when the C-Former still trains); stage 3 is stage 2 with the
         image path (rows with a picture get its query vectors in the prompt, see
         :meth:`image_vectors`). ``loss`` is a sum over tokens; ``num_tokens`` is what to divide by."""
-        feats = batch["feats"]
-        tokens, token_lens = batch["tokens"], batch["token_lens"]
+        feats = batch.feats
+        tokens, token_lens = batch.tokens, batch.token_lens
         grad = torch.is_grad_enabled()
         h, h_lens = self.encode_batch(batch)  # no graph through frozen parts
         acoustic_trains = _trains(self.encoder) or (self.context is not None and _trains(self.context))
@@ -378,7 +370,7 @@ class XLLMSpeechModel(nn.Module):
         flat = torch.cat([speech[b, :int(cf.lens[b])] for b in range(speech.shape[0])])
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
         n_image = None if images is None else [0 if v is None else int(v.shape[0]) for v in images]
-        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch["texts"], n_image=n_image)
+        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch.texts, n_image=n_image)
         dev = feats.device
         image_flat = torch.cat([v for v in images if v is not None]) if n_image and any(n_image) else None
         emb = self.llm.embed(inputs["input_ids"].to(dev), flat, image_flat)
@@ -396,18 +388,18 @@ class XLLMSpeechModel(nn.Module):
         out["num_tokens"] = n
         return out
 
-    def image_vectors(self, batch: dict) -> Optional[List[Optional[Tensor]]]:
+    def image_vectors(self, batch: Batch) -> Optional[List[Optional[Tensor]]]:
         """The I-Adapter's vectors (num_queries, D_llm) of each row with a picture, None for
-        rows without one (``batch["has_image"]`` False); None for the whole batch when the model
+        rows without one (``batch.has_image`` False); None for the whole batch when the model
         has no image path or the batch no ``images``."""
-        if self.qformer is None or batch.get("images") is None:
+        if self.qformer is None or batch.images is None:
             return None
-        has = batch["has_image"].bool()  # (B,)
+        has = batch.has_image.bool()  # (B,)
         out: List[Optional[Tensor]] = [None] * int(has.shape[0])
         rows = has.nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
             return out
-        feats, lens, grids = self.image_encoder(batch["images"][rows])  # (B_img, N, C), (B_img,), [(h, w)]
+        feats, lens, grids = self.image_encoder(batch.images[rows])  # (B_img, N, C), (B_img,), [(h, w)]
         trains = _trains(self.qformer) or _trains(self.image_adapter)
         with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
             vectors = self.image_adapter(self.qformer(feats, lens, grids))  # (B_img, Q, D_llm)
@@ -430,190 +422,10 @@ class XLLMSpeechModel(nn.Module):
             return None
         return groups[keep].reshape(-1, v.shape[-1])
 
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def decode(self, batch: dict, method: str, units) -> List[str]:
-        """Transcripts of a batch. ``units`` is the sentencepiece processor of the model.
-
-        ``llm_speculative`` gives the ``llm_greedy`` transcripts with fewer LLM passes: the CIF
-        head's (or with ``speculative_draft: ctc`` the CTC head's) transcript is the draft the
-        LLM verifies (:mod:`xasr.decoding.speculative`). ``llm_fast`` takes a draft without the
-        LLM when its head is confident (``fast_path_threshold``), so its output may differ. Every
-        LLM decoding is cut where its output starts repeating a run of ``repeat_ngram`` tokens
-        (:mod:`xasr.decoding.loops`). ``llm_ctc`` is a beam search of the LLM scored with the CTC
-        head's prefix probabilities (:mod:`xasr.decoding.joint_ctc`, ``joint_*`` settings).
-        ``ctc_beam`` is the CTC head's prefix beam search, ``llm_rescore`` its N-best rescored by
-        the LLM (:mod:`xasr.decoding.rescore`, ``ctc_beam_size`` and ``rescore_*`` settings). The
-        work done is left in ``last_decode_stats`` (a ``DecodeStats``), and each utterance's
-        ``no_speech_prob`` (the CTC head's lowest blank posterior) in ``last_no_speech``; with
-        ``keep_ctc_log_probs`` set, the CTC log-probs and lengths in ``last_ctc``.
-        """
-        from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats,
-                                               head_confidence, speculative_decode)
-
-        if method not in DECODING_METHODS:
-            raise ValueError(f"unknown decoding method {method!r}; choose from {DECODING_METHODS}")
-        h, h_lens = self.encode_batch(batch)
-        self.last_decode_stats = DecodeStats(utterances=int(h.shape[0]))
-        ctc_log_probs = self.ctc(h)
-        self.last_no_speech = self.ctc.no_speech_prob(ctc_log_probs, h_lens)
-        # kept for word timestamps (xasr.decoding.align) when the caller asks for them
-        self.last_ctc = (ctc_log_probs, h_lens) if getattr(self, "keep_ctc_log_probs", False) else None
-        if method == "ctc_greedy":
-            return [units.decode(u) for u in self.ctc.greedy_decode(ctc_log_probs, h_lens)]
-        if method == "ctc_beam":
-            return [units.decode(list(nb[0][0])) if nb else ""
-                    for nb in self.ctc_nbest(ctc_log_probs, h_lens, units)]
-        cf = self.cformer(h, h_lens, alphas=self.cif_alphas(h, h_lens, ctc_log_probs))
-        cif_texts = [units.decode(u) for u in self.cformer.greedy_units(cf.logits, cf.lens)]
-        if method == "cif_greedy":
-            return cif_texts
-        if self.llm is None or self.adapter is None:
-            raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        speech = self.speech_embeddings(cf)  # (B, N, D_llm)
-        rows = [speech[b, :n] if n > 0 else speech.new_zeros(1, speech.shape[-1])  # an empty utterance gets one vector
-                for b, n in enumerate(cf.lens.tolist())]
-        bounds = [self.length_bound(t) for t in cif_texts]
-        images = self.image_vectors(batch)  # per row (Q, D_llm) or None
-        if method in ("llm_speculative", "llm_fast") and images is not None and any(v is not None for v in images):
-            raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
-        if method == "llm_rescore":
-            return self._rescore(self.ctc_nbest(ctc_log_probs, h_lens, units), rows, images, units)
-        if method == "llm_ctc":
-            from xasr.decoding.joint_ctc import UnitMap, joint_ctc_generate
-
-            log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
-            if getattr(self, "_unit_map", None) is None or self._unit_map.sp is not units:
-                self._unit_map = UnitMap(units, self.llm.tokenizer, self.cfg.llm.target_case)
-            emb, mask = self.llm.generation_inputs(rows, images)
-            self.last_decode_stats = DecodeStats()
-            ids = joint_ctc_generate(
-                self.llm, emb, mask, [log_probs[b, :max(1, n)] for b, n in enumerate(h_lens.tolist())],
-                self._unit_map, bounds, beam=self.cfg.beam_size,
-                ctc_weight=self.cfg.joint_ctc_weight, pre_beam=self.cfg.joint_pre_beam,
-                length_bonus=self.cfg.joint_length_bonus,
-                repeat_ngram=self.cfg.repeat_ngram, blank=self.ctc.blank_id, stats=self.last_decode_stats)
-        elif method in ("llm_speculative", "llm_fast"):
-            if self.cfg.speculative_draft == "ctc":
-                log_probs = ctc_log_probs  # (B, T, V)
-                draft_texts = [units.decode(u) for u in self.ctc.greedy_decode(log_probs, h_lens)]
-                confidence = head_confidence(log_probs, h_lens)
-            elif self.cfg.speculative_draft == "cif":
-                draft_texts, confidence = cif_texts, head_confidence(cf.logits, cf.lens)
-            else:
-                raise ValueError(f"speculative_draft must be cif or ctc, not {self.cfg.speculative_draft!r}")
-            ids, self.last_decode_stats = speculative_decode(
-                self.llm, rows, [draft_ids(self.llm, t) for t in draft_texts], bounds, confidence,
-                self.cfg.fast_path_threshold if method == "llm_fast" else None, repeat_ngram=self.cfg.repeat_ngram)
-        else:
-            emb, mask = self.llm.generation_inputs(rows, images)
-            with PassCounter(self.llm.model) as counter:
-                ids = self.llm.generate_ids(emb, mask, bounds,
-                                            num_beams=1 if method == "llm_greedy" else self.cfg.beam_size,
-                                            repeat_ngram=self.cfg.repeat_ngram)
-            self.last_decode_stats = greedy_stats(counter, ids)
-        texts = [self.llm.decode(r) for r in ids]
-        if self.cfg.llm.target_case == "lower":
-            texts = [t.upper() for t in texts]
-        return texts
-
-    def set_ctc_weights(self, ctc_weight: Optional[float] = None, length_bonus: Optional[float] = None) -> None:
-        """The CTC weight (in [0, 1]) and length bonus of the decodings that combine the LLM with
-        the CTC head: ``llm_ctc`` (``joint_*``) and ``llm_rescore`` (``rescore_*``). None: unchanged."""
-        if ctc_weight is not None:
-            if not 0.0 <= ctc_weight <= 1.0:
-                raise XasrError(f"the CTC weight must be in [0, 1], not {ctc_weight}")
-            self.cfg.joint_ctc_weight = self.cfg.rescore_ctc_weight = float(ctc_weight)
-        if length_bonus is not None:
-            if not math.isfinite(length_bonus):
-                raise XasrError(f"the length bonus must be a finite number, not {length_bonus}")
-            self.cfg.joint_length_bonus = self.cfg.rescore_length_bonus = float(length_bonus)
-
-    def set_lm_weights(self, weight: Optional[float] = None, token_bonus: Optional[float] = None,
-                       homophone_scale: Optional[float] = None) -> None:
-        """The n-gram LM's weight (>= 0) and token bonus in the CTC prefix search, and the scale of a
-        unit's share of its homophone class there (in [0, 1]; the CTC head must tie homophones).
-        None: unchanged."""
-        for name, value in (("weight", weight), ("token bonus", token_bonus)):
-            if value is not None and not (math.isfinite(value) and (value >= 0 or name != "weight")):
-                raise XasrError(f"the n-gram LM's {name} must be a finite number{' >= 0' if name == 'weight' else ''}, "
-                                f"not {value}")
-        if homophone_scale is not None:
-            if not 0.0 <= homophone_scale <= 1.0:
-                raise XasrError(f"the homophone scale must be in [0, 1], not {homophone_scale}")
-            if homophone_scale != 1.0 and self.unit_classes() is None:
-                raise XasrError("a homophone scale needs a CTC head that ties homophones (model.unit_classes); "
-                                "this model has none")
-            self.cfg.homophone_scale = float(homophone_scale)
-        if weight is not None:
-            self.cfg.ngram.weight = float(weight)
-        if token_bonus is not None:
-            self.cfg.ngram.token_bonus = float(token_bonus)
-
     def unit_classes(self):
         """The CTC head's class id per unit (numpy, (V,)) when it ties homophones, else None."""
         classes = getattr(self.ctc.proj, "classes", None)
         return None if classes is None else classes.cpu().numpy()
-
-    def lm_fusion(self, units):
-        """A :class:`xasr.decoding.rescore.LmFusion` maker for one utterance, or None when the model
-        has no n-gram LM (or its weight and bonus are both 0). The LM is read on first use."""
-        from xasr.decoding.ngram import NgramLM
-        from xasr.decoding.rescore import LmFusion
-
-        c = self.cfg.ngram
-        if not c.path or (c.weight == 0 and c.token_bonus == 0):
-            return None
-        if getattr(self, "_ngram", None) is None or self._ngram[0] != c.path:
-            self._ngram = (c.path, NgramLM.read_arpa(c.path))
-        if getattr(self, "_pieces", None) is None or self._pieces[0] is not units:
-            self._pieces = (units, [units.id_to_piece(i) for i in range(units.get_piece_size())])
-        lm, pieces = self._ngram[1], self._pieces[1]
-        return lambda: LmFusion(lm, pieces, c.tokens, c.weight, c.token_bonus, c.oov_penalty)
-
-    def ctc_nbest(self, ctc_log_probs: Tensor, h_lens: Tensor,
-                  units=None) -> List[List[Tuple[Tuple[int, ...], float]]]:
-        """Per utterance the CTC prefix beam search's N-best (units, log-probability), best first
-        (:func:`xasr.decoding.rescore.ctc_prefix_search`, ``ctc_beam_size``), from the CTC head's
-        log-probs (B, T, V). With an n-gram LM (``ngram``; ``units``, the sentencepiece processor,
-        needed) the LM is fused into the search and its part is in the scores."""
-        from xasr.decoding.joint_ctc import CtcPrefixScorer
-        from xasr.decoding.rescore import ctc_prefix_search
-
-        from xasr.decoding.homophones import class_log_probs
-
-        log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
-        k = self.cfg.ctc_beam_size
-        fusion = self.lm_fusion(units) if units is not None else None
-        scale = self.cfg.homophone_scale
-        classes = self.unit_classes() if scale != 1.0 else None
-
-        def scorer(lp):
-            if classes is None:
-                return CtcPrefixScorer(lp, self.ctc.blank_id)
-            return CtcPrefixScorer(class_log_probs(lp, classes, scale), self.ctc.blank_id, classes=classes)
-
-        return [ctc_prefix_search(scorer(log_probs[b, :max(1, n)]), beam=k, nbest=k,
-                                  lm=fusion() if fusion is not None else None)
-                for b, n in enumerate(h_lens.tolist())]
-
-    def _rescore(self, nbests, rows: List[Tensor], images, units) -> List[str]:
-        """llm_rescore: each utterance's N-best texts scored by the LLM (the prompt once, the
-        hypotheses as one prefix tree: ``FrozenLLM.target_logprobs``), the best under the
-        combined score returned. The scored lists are left in ``last_nbest``:
-        per utterance [(text, units, CTC log-probability, LLM log-probability)], CTC order."""
-        from xasr.decoding.rescore import pick
-        from xasr.decoding.speculative import PassCounter, greedy_stats
-
-        texts = [[units.decode(list(y)) for y, _ in nb] for nb in nbests]
-        with PassCounter(self.llm.model) as counter:
-            llm_scores = self.llm.target_logprobs(rows, texts, images)
-        self.last_nbest = [[(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)]
-                           for nb, t, ls in zip(nbests, texts, llm_scores)]
-        out = [pick(scored, self.cfg.rescore_ctc_weight, self.cfg.rescore_length_bonus) for scored in self.last_nbest]
-        # output tokens: the LLM's tokens of each chosen text, without the end of turn
-        self.last_decode_stats = greedy_stats(counter, [self.llm.target_ids(t)[:-1] for t in out])
-        return out
 
     def speech_embeddings(self, cf) -> Tensor:
         """The S-Adapter's output for the C-Former's vectors (and, with posterior_mix, its head's
@@ -621,7 +433,3 @@ class XLLMSpeechModel(nn.Module):
         if self.adapter.unit_table is None:
             return self.adapter(cf.vectors)
         return self.adapter(cf.vectors, cf.logits.float().softmax(-1))
-
-    def length_bound(self, cif_text: str) -> int:
-        n = len(self.llm.tokenizer.encode(cif_text, add_special_tokens=False)) if cif_text else 0
-        return int(math.ceil(self.cfg.length_bound_factor * n)) + self.cfg.length_bound_margin

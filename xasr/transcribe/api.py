@@ -207,7 +207,11 @@ class Transcriber:
     sample_rate = MODEL_SAMPLE_RATE
 
     def __init__(self, model, units, features: str, device: str = "cpu", vad: Optional[VadConfig] = None,
-                 model_dir: Optional[str] = None, load_workers: int = 2, word_timestamps: bool = False) -> None:
+                 model_dir: Optional[str] = None, load_workers: int = 2, word_timestamps: bool = False,
+                 options=None) -> None:
+        """``options``: the decoding options (a :class:`xasr.decoding.options.DecodingOptions`;
+        None: the model config's, which hold the model directory's tuned ``decoding.json``)."""
+        from xasr.decoding.methods import options_for
         from xasr.transcribe.batching import (feature_function, max_feature_frames, min_feature_frames,
                                               model_feature_bins)
 
@@ -220,6 +224,7 @@ class Transcriber:
         decoding = read_decoding(model_dir) if model_dir else None
         # the method the model directory names (chosen and tuned by the recipe), else llm_greedy
         self.default_method = decoding["method"] if decoding else DEFAULT_METHOD
+        self.options = options if options is not None else options_for(model)
         self.vad = vad or VadConfig()
         self.load_workers = max(1, load_workers)
         self._features = feature_function(features, model_feature_bins(model, features), self.sample_rate)
@@ -249,10 +254,9 @@ class Transcriber:
 
     # ------------------------------------------------------------------ checks
     def check_method(self, method: str) -> None:
-        from xasr.models.model import DECODING_METHODS
+        from xasr.decoding.methods import check_methods
 
-        if method not in DECODING_METHODS:
-            raise XasrError(f"unknown decoding method {method!r}; choose from {', '.join(DECODING_METHODS)}")
+        check_methods([method], "method")
 
     def check_vad(self) -> None:
         limit = self.max_samples / self.sample_rate
@@ -274,8 +278,10 @@ class Transcriber:
         if self.word_timestamps:
             out["word_timestamps"] = True
         if method == "llm_rescore":
-            out["rescore"] = {"ctc_weight": self.model.cfg.rescore_ctc_weight,
-                              "length_bonus": self.model.cfg.rescore_length_bonus}
+            out["rescore"] = {"ctc_weight": self.options.rescore_ctc_weight,
+                              "length_bonus": self.options.rescore_length_bonus}
+        if method in ("ctc_beam", "llm_rescore") and self.options.homophone_scale != 1.0:
+            out["homophone_scale"] = self.options.homophone_scale  # the CTC search's N-best depends on it
         return out
 
     # ------------------------------------------------------------------ public API
@@ -475,7 +481,7 @@ class Transcriber:
     def _decode_segments(self, chosen: List[Tuple[_Item, int]], method: str) -> None:
         """Decode segments as one batch; on failure, one by one; a segment that fails alone
         marks its input as failed."""
-        from xasr.data.dataset import batch_to
+        from xasr.decoding.methods import decode
         from xasr.transcribe.batching import make_batch
 
         try:
@@ -483,9 +489,9 @@ class Transcriber:
             ids = [f"{item.source.id}#{k}" for item, k in chosen]
             durs = [(item.spans[k][1] - item.spans[k][0]) / self.sample_rate for item, k in chosen]
             t0 = time.time()
-            batch = batch_to(make_batch(ids, feats, durs), self.device)
-            self.model.keep_ctc_log_probs = self.word_timestamps
-            texts = self.model.decode(batch, method, self.units)
+            batch = make_batch(ids, feats, durs).to(self.device)
+            result = decode(self.model, batch, method, self.units, self.options, keep_ctc=self.word_timestamps)
+            texts = result.texts
             wall = time.time() - t0
             if len(texts) != len(chosen):
                 raise RuntimeError(f"the model returned {len(texts)} texts for {len(chosen)} segments")
@@ -504,20 +510,20 @@ class Transcriber:
             item.texts[k] = ""
             return
         total = sum(durs)
-        no_speech = getattr(self.model, "last_no_speech", None) or [None] * len(chosen)
+        no_speech = result.no_speech or [None] * len(chosen)
         for (item, k), text, d, p in zip(chosen, texts, durs, no_speech):
             item.texts[k] = text
             item.no_speech[k] = p
             item.timing["decode"] += wall * d / max(total, 1e-9)
         if self.word_timestamps:
-            self._align_words(chosen, texts, durs)
+            self._align_words(chosen, texts, durs, result.ctc)
 
-    def _align_words(self, chosen: List[Tuple[_Item, int]], texts: List[str], durs: List[float]) -> None:
+    def _align_words(self, chosen: List[Tuple[_Item, int]], texts: List[str], durs: List[float], ctc) -> None:
         """Word times of each decoded segment: its text aligned to the CTC posteriors of the
         batch just decoded (:mod:`xasr.decoding.align`)."""
         from xasr.decoding.align import WORD_LEAD, WORD_TRAIL, word_timestamps
 
-        log_probs, lens = self.model.last_ctc
+        log_probs, lens = ctc
         lead, trail = self.word_pad if self.word_pad is not None else (WORD_LEAD, WORD_TRAIL)
         for b, ((item, k), text, d) in enumerate(zip(chosen, texts, durs)):
             n = int(lens[b])

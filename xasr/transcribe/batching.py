@@ -1,4 +1,5 @@
-"""Raw audio -> the features a model was trained on -> padded batches for ``model.decode``.
+"""Raw audio -> the features a model was trained on -> padded batches for decoding
+(:func:`xasr.decoding.methods.decode`).
 
 In: mono 16 kHz float32 samples per segment, and the model's feature type
 (``cfg.data.features``): ``"fbank"`` (kaldi fbank exactly as lhotse's ``Fbank`` computes it in
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xasr.data.dataset import Batch
+
 FEATURE_TYPES = ("fbank", "whisper_mel")
 
 
@@ -32,10 +35,11 @@ def pad_features(feats: Sequence[Tensor]) -> "tuple[Tensor, Tensor]":
     return out, lens
 
 
-def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float]) -> dict:
+def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float]) -> Batch:
+    """A :class:`xasr.data.dataset.Batch` of segments' features (T_i, F), in the order given."""
     padded, lens = pad_features(feats)
-    return {"ids": list(ids), "feats": padded, "feat_lens": lens, "texts": [""] * len(ids),
-            "durations": torch.tensor([float(d) for d in durations])}
+    return Batch(padded, lens, ids=list(ids), texts=[""] * len(ids),
+                 durations=torch.tensor([float(d) for d in durations]))
 
 
 def feature_function(kind: str, num_bins: int, sample_rate: int = 16000) -> Callable[[np.ndarray], Tensor]:

@@ -27,6 +27,12 @@ class Registry(Generic[T]):
             return obj
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (e.g. a method a test registered for its own run)."""
+        if name not in self._items:
+            raise KeyError(f"{self.kind} {name!r} is not registered")
+        del self._items[name]
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items)) or 'none'}")

@@ -42,3 +42,13 @@ def record_usage(command: str, args: Sequence[str], start: float, status: int,
         os.makedirs(d, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def peak_memory() -> str:
+    """Peak resident memory of this process (and peak GPU memory when on CUDA)."""
+    import torch
+
+    text = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB RSS"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f", {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB on the GPU"
+    return text
