@@ -58,8 +58,7 @@ if in_stages 0; then
         --seed "$seed" --jobs "$nj" "${synth_extra[@]}"
     elif [ "$download" = true ]; then
       log "Stage 0: download $corpus with lhotse (-> $corpus_dir)"
-      python -c "import sys; from xasr.data.prepare import download_corpus; download_corpus(sys.argv[1], sys.argv[2])" \
-        "$corpus" "$corpus_dir"
+      xasr --log-file log/stage0-download.log prepare --corpus "$corpus" --corpus-dir "$corpus_dir" --download-only
     else
       log "Stage 0: use the corpus at $corpus_dir"
       [ -d "$corpus_dir" ] || die "--corpus-dir $corpus_dir does not exist"

@@ -23,6 +23,18 @@ def test_user_errors_exit_1_without_traceback(tmp_path):
     assert "data_aishell does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_prepare_download_only_fetches_and_writes_no_manifests(tmp_path, monkeypatch, capsys):
+    import xasr.bin.prepare as prepare
+
+    fetched, prepared = [], []
+    monkeypatch.setattr(prepare, "download_corpus", lambda corpus, d: fetched.append((corpus, d)) or tmp_path)
+    monkeypatch.setattr(prepare, "prepare_manifests", lambda *a, **k: prepared.append(a))
+    assert main(["prepare", "--corpus", "aishell", "--corpus-dir", str(tmp_path), "--download-only"]) == 0
+    assert fetched == [("aishell", str(tmp_path))] and prepared == []
+    assert main(["prepare", "--corpus", "aishell", "--corpus-dir", str(tmp_path)]) == 1
+    assert "--output-dir is needed" in capsys.readouterr().err and fetched == [("aishell", str(tmp_path))]
+
+
 def test_console_script_is_installed():
     from pathlib import Path
     assert (Path(sys.executable).parent / "xasr").is_file()
