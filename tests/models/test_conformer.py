@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from xasr.models.conformer import ConformerConfig, ConformerEncoder, apply_rotary, RotaryEmbedding, spec_augment
+from xasr.errors import XasrError
 from xasr.models.encoder_registry import ENCODERS
 
 
@@ -95,6 +96,9 @@ def test_rotary_scores_depend_on_relative_offset_only():
 
 def test_registry_and_gradients():
     assert ENCODERS.get("conformer") is ConformerEncoder
+    assert ConformerEncoder.pretrained_dir is None and not ConformerEncoder.frozen  # it trains with the model
+    with pytest.raises(XasrError, match="only a frozen pretrained encoder can be cached"):
+        ConformerEncoder.cache_identity(tiny())
     enc = ConformerEncoder(tiny(dropout=0.1)).train()
     feats = torch.randn(2, 40, 80, requires_grad=True)
     h, h_lens = enc(feats, torch.tensor([40, 30]))

@@ -224,3 +224,17 @@ def test_whisper_base_variable_length_batch(tmp_path):
     assert h_lens.tolist() == [a.shape[0] // 2, b.shape[0] // 2]
     assert (h[0] - ha[0]).abs().max() < 1e-4
     assert (h[1, : hb.shape[1]] - hb[0]).abs().max() < 1e-4
+
+
+def test_the_encoder_interface_the_model_and_the_cache_use(tiny_whisper_dir):
+    """A frozen pretrained encoder names its weights, is frozen, and is rebuilt from its cache identity."""
+    cfg = WhisperEncoderConfig(str(tiny_whisper_dir))
+    enc = WhisperSpeechEncoder(cfg).eval()
+    assert enc.pretrained_dir == tiny_whisper_dir and enc.frozen and cfg.model_dir == str(tiny_whisper_dir)
+    ident = WhisperSpeechEncoder.cache_identity(cfg)
+    assert ident["encoder"] == "whisper" and ident["path"] == str(tiny_whisper_dir) and ident["fingerprint"]
+    again = WhisperSpeechEncoder.from_identity(ident).eval()
+    x, lens = torch.randn(2, 40, 80), torch.tensor([40, 30])
+    assert torch.equal(enc(x, lens)[0], again(x, lens)[0])
+    with pytest.raises(XasrError, match="freeze is false"):
+        WhisperSpeechEncoder.cache_identity(WhisperEncoderConfig(str(tiny_whisper_dir), freeze=False))

@@ -32,18 +32,10 @@ CACHE_JSON = "cache.json"
 
 def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
     """What makes two encoders give the same outputs: path, weights fingerprint, layer count."""
-    from xasr.pretrained.install import resolve_model_dir
-    from xasr.utils.fingerprint import fingerprint
+    from xasr.models.encoder_registry import ENCODERS
 
-    if model_cfg.encoder.name != "whisper":
-        raise XasrError(f"only a frozen pretrained encoder can be cached; model.encoder.name is "
-                        f"{model_cfg.encoder.name!r} (it trains with the rest of the model)")
-    w = model_cfg.encoder.whisper
-    if not w.freeze:
-        raise XasrError("model.encoder.whisper.freeze is false: a trained encoder cannot be cached")
-    d = Path(resolve_model_dir(w.model_dir, models_dir))
-    return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d),
-            "num_layers": w.num_layers}
+    name = model_cfg.encoder.name
+    return ENCODERS.get(name).cache_identity(getattr(model_cfg.encoder, name), models_dir)
 
 
 def cached_manifest(cache_dir: str, manifest: str) -> str:
@@ -92,7 +84,6 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
 
     from xasr.data.dataset import AsrDataset, DataConfig, make_loader
     from xasr.models.encoder_registry import ENCODERS
-    from xasr.models.whisper_encoder import WhisperEncoderConfig
     from xasr.utils.progress import progress
 
     out = Path(out_dir)
@@ -104,11 +95,10 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
         raise XasrError(f"{meta_path} was made with another encoder or features; use a new --out-dir")
     meta_path.write_text(json.dumps(meta, indent=1))
 
-    encoder = ENCODERS.get("whisper")(WhisperEncoderConfig(model_dir=ident["path"], freeze=True,
-                                                           num_layers=ident["num_layers"]))
+    encoder = ENCODERS.get(ident["encoder"]).from_identity(ident)
     encoder.to(device).eval()
     dataset = AsrDataset(None, cfg.data.features)
-    frame_shift = 0.02  # Whisper: 10-ms mel frames, halved by the second convolution
+    frame_shift = encoder.frame_shift
     written = []
     for manifest in manifests:
         target = Path(cached_manifest(out_dir, manifest))

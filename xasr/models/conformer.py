@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xasr.errors import XasrError
 from xasr.models.encoder_registry import ENCODERS
 
 logger = logging.getLogger(__name__)
@@ -231,8 +232,19 @@ class ConformerEncoder(nn.Module):
     """Conformer encoder; ``forward(feats (B, T, F), feat_lens (B,)) -> (h (B, T', D), h_lens (B,))``."""
 
     config_class = ConformerConfig
+    pretrained_dir = None  # trained from scratch with the model
+    frozen = False
 
-    def __init__(self, cfg: ConformerConfig) -> None:
+    @classmethod
+    def cache_identity(cls, cfg: ConformerConfig, models_dir: Optional[str] = None) -> dict:
+        raise XasrError("only a frozen pretrained encoder can be cached; model.encoder.name is 'conformer' "
+                        "(it trains with the rest of the model)")
+
+    @classmethod
+    def from_identity(cls, identity: dict) -> "ConformerEncoder":
+        raise XasrError("a conformer encoder is not cached")
+
+    def __init__(self, cfg: ConformerConfig, models_dir: Optional[str] = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.subsampling = Conv2dSubsampling(cfg.input_dim, cfg.dim, cfg.subsampling,

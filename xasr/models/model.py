@@ -165,12 +165,7 @@ class XLLMSpeechModel(nn.Module):
         self.cfg = cfg
         self.models_dir = models_dir
         name = cfg.encoder.name
-        if name == "whisper":
-            wcfg = cfg.encoder.whisper
-            wcfg.model_dir = str(_resolve(wcfg.model_dir, models_dir))
-            self.encoder = ENCODERS.get(name)(wcfg)
-        else:
-            self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name))
+        self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name), models_dir=models_dir)
         enc_dim = self.encoder.output_dim
         self.context: Optional[ContextualHead] = None
         if cfg.context.enabled:
@@ -223,7 +218,7 @@ class XLLMSpeechModel(nn.Module):
         for n, _ in self.named_parameters():
             if n.startswith("llm.") and "lora_" not in n:
                 names.append(n)
-            elif self.cfg.encoder.name == "whisper" and n.startswith("encoder.") and self.cfg.encoder.whisper.freeze:
+            elif n.startswith("encoder.") and self.encoder.frozen:
                 names.append(n)
             elif n.startswith("image_encoder."):
                 names.append(n)
@@ -252,8 +247,8 @@ class XLLMSpeechModel(nn.Module):
         if self.llm is not None:
             d = _resolve(self.cfg.llm.path, self.models_dir)
             out["llm"] = {"path": str(d), "fingerprint": fingerprint(d)}
-        if self.cfg.encoder.name == "whisper":
-            d = Path(self.cfg.encoder.whisper.model_dir)
+        if self.encoder.pretrained_dir is not None:
+            d = Path(self.encoder.pretrained_dir)
             out["encoder"] = {"path": str(d), "fingerprint": fingerprint(d)}
         if self.image_encoder is not None:
             f = self.image_encoder.weights_file

@@ -107,6 +107,8 @@ class WhisperSpeechEncoder(nn.Module):
 
         self.cfg = cfg
         model_dir = resolve_model_dir(cfg.model_dir, models_dir)
+        cfg.model_dir = str(model_dir)  # the config names the directory the weights came from
+        self.pretrained_dir = model_dir
         config = WhisperConfig.from_pretrained(model_dir)
         total = config.encoder_layers
         if cfg.num_layers is not None:
@@ -140,9 +142,30 @@ class WhisperSpeechEncoder(nn.Module):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
+    frame_shift = 0.02  # seconds per output frame: 10-ms mel frames, halved by the second convolution
+
     @property
     def output_dim(self) -> int:
         return self.encoder.config.d_model
+
+    @property
+    def frozen(self) -> bool:
+        return self.cfg.freeze
+
+    @classmethod
+    def cache_identity(cls, cfg: WhisperEncoderConfig, models_dir: Optional[str] = None) -> dict:
+        """Path, weights fingerprint and layer count: what makes two encoders give the same outputs."""
+        from xasr.pretrained.install import resolve_model_dir
+        from xasr.utils.fingerprint import fingerprint
+
+        if not cfg.freeze:
+            raise XasrError("model.encoder.whisper.freeze is false: a trained encoder cannot be cached")
+        d = resolve_model_dir(cfg.model_dir, models_dir)
+        return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d), "num_layers": cfg.num_layers}
+
+    @classmethod
+    def from_identity(cls, identity: dict) -> "WhisperSpeechEncoder":
+        return cls(WhisperEncoderConfig(model_dir=identity["path"], freeze=True, num_layers=identity["num_layers"]))
 
     def output_lengths(self, feat_lens: Tensor) -> Tensor:
         """Encoder output lengths for input lengths (B,) -> (B,)."""
