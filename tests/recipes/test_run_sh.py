@@ -42,6 +42,32 @@ def test_help_lists_options(recipe):
         assert opt in r.stdout
 
 
+@pytest.mark.parametrize("recipe, hours", [("aishell", "10"), ("librispeech", "8")])
+def test_the_budget_chooses_defaults_and_the_command_line_still_wins(recipe, hours):
+    def default(out: str, option: str) -> str:
+        line = next(x for x in out.splitlines() if x.strip().startswith(option + " "))
+        return line.rsplit("[", 1)[1].rstrip("]")
+
+    script = REPO / "recipes" / recipe / "run.sh"
+    quick, full = _run(script, "--help").stdout, _run(script, "--budget", "full", "--help").stdout
+    assert default(quick, "--budget") == "quick" and default(full, "--budget") == "full"
+    assert default(full, "--train-hours") == hours and default(quick, "--train-hours") != hours
+    assert (default(quick, "--speed-perturb"), default(full, "--speed-perturb")) == ("false", "true")
+    assert default(quick, "--stage1-minutes") == "" and float(default(full, "--stage1-minutes")) > 30
+    assert default(quick, "--nbest") == "" and int(default(full, "--nbest")) > 8
+    assert default(_run(script, "--budget=full", "--help").stdout, "--train-hours") == hours
+    # an option given on the command line wins over the budget's default, in either order
+    for args in (["--budget", "full", "--nbest", "4"], ["--nbest=4", "--budget=full"]):
+        probe = subprocess.run(
+            ["bash", "-c", 'here=$1; shift; full_budget=(nbest=16 train_hours=9); recipe_title=t; '
+             'corpus_dir_help=d; extra_help=""; train_hours=1; decode_methods=x; '
+             '. "$here/../../tools/recipe_options.sh"; echo "$budget $nbest $train_hours"',
+             "probe", str(REPO / "recipes" / recipe), *args], capture_output=True, text=True, env=_env())
+        assert probe.stdout.split() == ["full", "4", "9"], probe.stderr
+    bad = _run(script, "--budget", "fast")
+    assert bad.returncode == 2 and "--budget takes quick or full, not 'fast'" in bad.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--no-such-option", "1"], "unknown option --no-such-option"),
     (["--stage"], "option --stage needs a value"),
@@ -148,7 +174,8 @@ def test_bad_corpus_dir_fails_with_the_file_named(recipe_copy, tiny_aishell, tmp
 def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     """Every stage: corpus, manifests, features, units, models, stored encoder outputs, stage 1,
     stage 2, decoding with every method, scoring, the results table and the benchmark against
-    faster-whisper (tiny models and few steps: a plumbing test); then stage 1 again with
+    faster-whisper (tiny models and few steps: a plumbing test), under --budget full (its training
+    minutes and N-best reach the configs; the corpus stays tiny); then stage 1 again with
     --nproc 2 (torchrun, DDP on CPUs), which must end with the same model as one process."""
     from xasr.pretrained.install import default_models_dir
 
@@ -162,7 +189,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     stage1 = (f"train.max_steps=3 {tiny} data.max_duration=40 optim.warmup_steps=1 model.context.dropout=0 "
               "model.cformer.dropout=0 model.cformer.cif.dropout=0")
     script = recipe_copy / "recipes/librispeech/run.sh"
-    r = subprocess.run(["bash", str(script), "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
+    r = subprocess.run(["bash", str(script), "--budget", "full", "--speed-perturb", "false",
+                        "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
                         "--vocab-size", "100",
                         "--stage1-opts", stage1,
                         # an untrained model's LLM runs to its length bound: keep the bound short
@@ -196,7 +224,10 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     assert (rescore["rescore_ctc_weight"], rescore["rescore_length_bonus"]) == (tuned["ctc_weight"], tuned["length_bonus"])
     # the run's results: every stage timed, peak memory, every method on every set with its interval
     res = json.loads((d / "exp/results.json").read_text())
-    assert res["budget"] == "quick" and res["main_method"] == "llm_rescore" and res["unit"] == "WER"
+    assert res["budget"] == "full" and res["main_method"] == "llm_rescore" and res["unit"] == "WER"
+    from omegaconf import OmegaConf
+    s1, s2 = (OmegaConf.load(d / f"exp/stage{k}/model/config.yaml") for k in (1, 2))
+    assert (s1.train.max_minutes, s2.train.max_minutes, s2.model.ctc_beam_size) == (55, 15, 16)
     assert res["wall_minutes"] > 0 and 0 < res["peak_rss_gb"] < 24
     assert set(res["stage_minutes"]) == {str(k) for k in range(10)}
     assert set(res["sets"]) == {"dev-clean", "test-seen", "test-clean"}
@@ -214,8 +245,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     from safetensors.torch import load_file
 
     shutil.move(d / "exp/stage1", d / "exp/stage1-one-process")
-    r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "5", "--nproc", "2", "--vocab-size", "100",
-                        "--stage1-opts", stage1], capture_output=True, text=True, env=env)
+    r = subprocess.run(["bash", str(script), "--budget", "full", "--stage", "5", "--stop-stage", "5", "--nproc", "2",
+                        "--vocab-size", "100", "--stage1-opts", stage1], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "training with torchrun: 2 process(es)" in r.stdout
     assert "world size 2" in (d / "exp/stage1/train.log").read_text()

@@ -25,9 +25,10 @@ from typing import Dict, List, Optional
 from xasr.benchmark.chinese import simplified_converter, to_simplified, traditional_report
 from xasr.benchmark.report import BenchmarkReport, Measurement, summarize, write_report
 from xasr.benchmark.systems import RunSettings, make_system, parse_system_specs
-from xasr.benchmark.testsets import TestSet, TestSetError, load_test_set, parse_named, per_set_values
+from xasr.benchmark.testsets import TestSet, TestSetError, load_test_set, per_set_values
 from xasr.errors import XasrError
 from xasr.scoring.wer import score, write_results
+from xasr.utils.named import parse_named
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 from xasr.errors import XasrError
 from xasr.scoring.normalize import NormalizerError, get_normalizer, normalizer_for_language
 from xasr.scoring.wer import ScoringError, read_kaldi_text
+from xasr.utils.named import parse_named
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +68,6 @@ class TestSet:
         return {"name": self.name, "path": self.path, "source": self.source, "num_utts": self.num_utts,
                 "audio_seconds": round(self.audio_seconds, 3), "normalizer": self.normalizer, "unit": self.unit,
                 "language": self.language, "chosen": self.how}
-
-
-def parse_named(items: Sequence[str], what: str) -> Dict[str, str]:
-    """``["a=x", "b=y"]`` -> ``{"a": "x", "b": "y"}``; a bad or repeated item is an error."""
-    out: Dict[str, str] = {}
-    for item in items:
-        if "=" not in item or not item.split("=", 1)[0] or not item.split("=", 1)[1]:
-            raise TestSetError(f"{what} takes NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        if name in out:
-            raise TestSetError(f"{what}: {name!r} is given twice")
-        out[name] = value
-    return out
 
 
 def per_set_values(items: Sequence[str], set_names: Sequence[str], what: str,

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from xasr.benchmark.testsets import parse_named
+    from xasr.utils.named import parse_named
 
     from xasr.bin.options import check_files, check_normalizer, check_positive
     from xasr.model_dir import check_model_dir

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xasr.benchmark.testsets import parse_named
+    from xasr.utils.named import parse_named
 
     cuts = parse_named(args.cuts, "--cuts")
     rows = evaluate(args.decode_dir, args.conditions, cuts, args.method, args.resamples, args.seed)

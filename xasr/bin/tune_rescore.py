@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from lhotse import CutSet
 
-    from xasr.benchmark.testsets import parse_named
+    from xasr.utils.named import parse_named
     from xasr.data.dataset import batch_texts
     from xasr.decoding.dataset_decode import decode_cuts
     from xasr.decoding.methods import options_for
