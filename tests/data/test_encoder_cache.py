@@ -49,7 +49,8 @@ def test_cached_outputs_equal_the_encoder(setup):
 
     from xasr.data.dataset import ENCODED_FIELD
     from xasr.data.encoder_cache import cache_encoder_outputs
-    from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder, whisper_log_mel
+    from xasr.data.whisper_mel import whisper_log_mel
+    from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder
 
     d, cfg = setup
     out = d / "enc"

@@ -12,7 +12,8 @@ import torch
 
 from xasr.errors import XasrError
 from xasr.models.encoder_registry import ENCODERS
-from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder, whisper_log_mel
+from xasr.data.whisper_mel import whisper_log_mel
+from xasr.models.whisper_encoder import WhisperEncoderConfig, WhisperSpeechEncoder
 
 MAX_POS = 40  # tiny model: 80 input frames at most
 

@@ -104,7 +104,7 @@ class AsrDataset(torch.utils.data.Dataset):
         elif self.features == "fbank":
             feats, feat_lens = collate_features(cuts)  # (B, T, F), (B,)
         else:
-            from xasr.models.whisper_encoder import whisper_log_mel
+            from xasr.data.whisper_mel import whisper_log_mel
 
             mels = [whisper_log_mel(c.load_audio()[0], c.sampling_rate) for c in cuts]
             feat_lens = torch.tensor([m.shape[0] for m in mels], dtype=torch.long)

@@ -5,7 +5,7 @@ In: mono 16 kHz float32 samples per segment, and the model's feature type
 (``cfg.data.features``): ``"fbank"`` (kaldi fbank exactly as lhotse's ``Fbank`` computes it in
 :func:`xasr.data.features.compute_fbank`, ``FbankConfig(num_mel_bins=N)`` with N the
 encoder's input size, 80 in the recipes) or ``"whisper_mel"``
-(:func:`xasr.models.whisper_encoder.whisper_log_mel`, per segment as training computes it
+(:func:`xasr.data.whisper_mel.whisper_log_mel`, per segment as training computes it
 per utterance).
 Out: the batch keys :class:`xasr.data.dataset.AsrDataset` produces and ``decode`` reads:
 ``ids``, ``feats`` (B, T, F) zero-padded, ``feat_lens`` (B,), ``durations`` (B,) and ``texts``
@@ -55,7 +55,7 @@ def feature_function(kind: str, num_bins: int, sample_rate: int = 16000) -> Call
 
         return fbank
     if kind == "whisper_mel":
-        from xasr.models.whisper_encoder import whisper_log_mel
+        from xasr.data.whisper_mel import whisper_log_mel
 
         def mel(samples: np.ndarray) -> Tensor:
             return whisper_log_mel(np.asarray(samples, dtype=np.float32), sample_rate, n_mels=num_bins)
