@@ -140,7 +140,7 @@ class Trainer:
             self.train_cuts = shuffle_images(self.train_cuts, cfg.data.image_shuffle_seed)
             if self.valid_cuts is not None:
                 self.valid_cuts = shuffle_images(self.valid_cuts, cfg.data.image_shuffle_seed)
-        from xasr.data.images import image_loading
+        from xasr.models.image_encoder import image_loading
 
         self.dataset = AsrDataset(cfg.data.units, cfg.data.features, encoded=bool(cache),
                                   images=image_loading(cfg.data, cfg.model.image.encoder))

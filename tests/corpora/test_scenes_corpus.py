@@ -214,7 +214,7 @@ def test_pictures_load_as_the_image_encoder_expects(tmp_path):
 
     from PIL import Image
 
-    from xasr.data.images import image_loading
+    from xasr.models.image_encoder import image_loading
     from xasr.corpora.scenes import sample_scene
     from xasr.models.image_encoder import ImageEncoderConfig
 

@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from xasr.data.images import (ORIGINAL_FIELD, ImageLoading, collate_images, image_loading, load_image,
-                              shuffle_images)
+from xasr.data.images import ORIGINAL_FIELD, ImageLoading, collate_images, load_image, shuffle_images
+from xasr.models.image_encoder import image_loading
 from xasr.errors import XasrError
 
 

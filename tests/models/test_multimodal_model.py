@@ -219,7 +219,7 @@ def test_stage3_trains_the_image_interface_from_a_stage2_model(parts, corpus, tm
 
     from xasr.config import load_experiment
     from xasr.data.dataset import AsrDataset
-    from xasr.data.images import image_loading
+    from xasr.models.image_encoder import image_loading
     from xasr.model_dir import load_model_dir
     from xasr.trainer import Trainer, train
 

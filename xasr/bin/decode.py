@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from xasr.data.images import image_loading
+    from xasr.models.image_encoder import image_loading
     from xasr.decoding.dataset_decode import decode_and_score
     from xasr.decoding.methods import check_methods, options_for
     from xasr.model_dir import load_model_dir

@@ -4,8 +4,8 @@ In: lhotse cuts whose ``custom["image"]`` names a picture file (absolute, or rel
 current directory or to ``ImageLoading.base_dir``); cuts without that field have no picture.
 Out:
   * :func:`load_image`: one picture -> float tensor (3, size, size), RGB in [0, 1], resized
-    (bilinear) to a square, minus ``mean``, over ``std`` (what the image encoder expects, see
-    :func:`xasr.models.image_encoder.image_preprocessing`).
+    (bilinear) to a square, minus ``mean``, over ``std`` (what the image encoder expects: a model's
+    :class:`ImageLoading` comes from :func:`xasr.models.image_encoder.image_loading`).
   * :func:`collate_images`: a batch's pictures ``images`` (B, 3, size, size) and ``has_image``
     (B,) bool; a cut without a picture gets a zero picture and False.
   * :func:`shuffle_images`: the cuts with their pictures permuted so that no cut keeps its own
@@ -37,19 +37,6 @@ class ImageLoading:
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     base_dir: str = ""  # relative picture paths are taken from here ("" = the current directory)
-
-
-def image_loading(data_cfg, encoder_cfg, image_dir: Optional[str] = None) -> Optional[ImageLoading]:
-    """How to load pictures for a model: from ``data.images`` / ``data.image_dir`` and the
-    preprocessing the model's image encoder expects (``model.image.encoder``); None when the
-    data config loads no pictures."""
-    from xasr.models.image_encoder import image_preprocessing
-
-    if not data_cfg.images:
-        return None
-    size, mean, std = image_preprocessing(encoder_cfg)
-    return ImageLoading(size=size, mean=mean, std=std,
-                        base_dir=data_cfg.image_dir if image_dir is None else image_dir)
 
 
 def load_image(path, size: int = 224, mean: Sequence[float] = (0.5, 0.5, 0.5),

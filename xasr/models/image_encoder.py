@@ -31,13 +31,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from xasr.errors import XasrError
 from xasr.utils.registry import Registry
+
+if TYPE_CHECKING:
+    from xasr.data.images import ImageLoading
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,19 @@ def image_preprocessing(cfg: ImageEncoderConfig) -> Tuple[int, List[float], List
     mean = list(cfg.mean) if cfg.mean is not None else list(cls.mean)
     std = list(cfg.std) if cfg.std is not None else list(cls.std)
     return int(cfg.image_size), mean, std
+
+
+def image_loading(data_cfg, encoder_cfg, image_dir: Optional[str] = None) -> Optional["ImageLoading"]:
+    """How to load pictures for a model: from ``data.images`` / ``data.image_dir`` and the
+    preprocessing the model's image encoder expects (``model.image.encoder``); None when the
+    data config loads no pictures (an :class:`xasr.data.images.ImageLoading` otherwise)."""
+    from xasr.data.images import ImageLoading
+
+    if not data_cfg.images:
+        return None
+    size, mean, std = image_preprocessing(encoder_cfg)
+    return ImageLoading(size=size, mean=mean, std=std,
+                        base_dir=data_cfg.image_dir if image_dir is None else image_dir)
 
 
 @IMAGE_ENCODERS.register("efficientnet-lite0")

@@ -136,7 +136,7 @@ def main() -> int:
     from omegaconf import OmegaConf
 
     from xasr.config import load_experiment
-    from xasr.data.images import image_loading
+    from xasr.models.image_encoder import image_loading
     from xasr.corpora.scenes import render_scene, sample_scene
     from xasr.models.model import XLLMSpeechModel
     from xasr.model_dir import init_from_dir, save_model_dir
