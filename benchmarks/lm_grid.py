@@ -75,7 +75,7 @@ def main(argv: List[str]) -> int:
     from lhotse import CutSet
 
     from xasr.data.dataset import batch_texts
-    from xasr.decoding.homophones import class_log_probs, homophone_classes
+    from xasr.decoding.homophones import homophone_classes
     from xasr.decoding.joint_ctc import CtcPrefixScorer
     from xasr.decoding.ngram import NgramLM
     from xasr.decoding.rescore import LmFusion, ctc_prefix_search
@@ -116,7 +116,7 @@ def main(argv: List[str]) -> int:
             if hscale is None:
                 scorer = CtcPrefixScorer(lp, model.ctc.blank_id)
             else:
-                scorer = CtcPrefixScorer(class_log_probs(lp, classes, hscale), model.ctc.blank_id, classes=classes)
+                scorer = CtcPrefixScorer.of_classes(lp, model.ctc.blank_id, classes, hscale)
             nbest = ctc_prefix_search(scorer, beam=beam, nbest=beam, lm=fusion)
             hyps[cid] = units.decode(list(nbest[0][0])) if nbest else ""
         secs = time.time() - t0

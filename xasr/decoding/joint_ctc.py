@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xasr.decoding.homophones import class_log_probs
 from xasr.decoding.loops import has_repeat
 from xasr.decoding.speculative import DecodeStats
 from xasr.models.llm import cache_kwarg
@@ -80,6 +81,13 @@ class CtcPrefixScorer:
         # state: (r^n (T,), r^b (T,), prefix log-probability)
         self.states: Dict[Units, Tuple[np.ndarray, np.ndarray, float]] = {
             (): (np.full(self.T, NEG_INF), self.blank_cum.copy(), 0.0)}
+
+    @classmethod
+    def of_classes(cls, log_probs: np.ndarray, blank: int, classes: np.ndarray, scale: float) -> "CtcPrefixScorer":
+        """The scorer of a head that ties homophones: a class is one label, and a unit scores its
+        class's log-probability plus ``scale`` x its share of the class
+        (:func:`xasr.decoding.homophones.class_log_probs`)."""
+        return cls(class_log_probs(log_probs, classes, scale), blank, classes=classes)
 
     def prefix_score(self, units: Units) -> float:
         """log P(the transcript starts with ``units``)."""

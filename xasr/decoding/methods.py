@@ -28,7 +28,6 @@ from torch import Tensor
 
 from xasr.data.dataset import Batch
 from xasr.decoding.generate import generate_ids
-from xasr.decoding.homophones import class_log_probs
 from xasr.decoding.joint_ctc import CtcPrefixScorer, UnitMap, joint_ctc_generate
 from xasr.decoding.llm_scoring import target_logprobs
 from xasr.decoding.ngram import NgramLM
@@ -125,7 +124,7 @@ def ctc_nbest(model, ctc_log_probs: Tensor, h_lens: Tensor, opts: DecodingOption
     """Per utterance the CTC prefix beam search's N-best (``ctc_beam_size``), from the CTC head's
     log-probs (B, T, V). With an n-gram LM (``units``, the sentencepiece processor, needed) the LM
     is fused into the search and its part is in the scores; with a homophone scale below 1 and a
-    head that ties homophones the search scores classes (:func:`class_log_probs`)."""
+    head that ties homophones the search scores classes (:meth:`CtcPrefixScorer.of_classes`)."""
     log_probs = ctc_log_probs.float().cpu().numpy()  # (B, T, V)
     k = opts.ctc_beam_size
     fusion = lm_fusion(model, units, opts) if units is not None else None
@@ -135,7 +134,7 @@ def ctc_nbest(model, ctc_log_probs: Tensor, h_lens: Tensor, opts: DecodingOption
     def scorer(lp):
         if classes is None:
             return CtcPrefixScorer(lp, blank)
-        return CtcPrefixScorer(class_log_probs(lp, classes, opts.homophone_scale), blank, classes=classes)
+        return CtcPrefixScorer.of_classes(lp, blank, classes, opts.homophone_scale)
 
     return [ctc_prefix_search(scorer(log_probs[b, :max(1, n)]), beam=k, nbest=k,
                               lm=fusion() if fusion is not None else None)
