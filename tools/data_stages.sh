@@ -2,12 +2,13 @@
 # Data stages 0-3 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced by a recipe after its options are parsed; reads these variables:
 #   corpus (aishell|librispeech), corpus_dir, download, train_hours, eval_hours, seen_hours, synth_opts, seed, nj, speed_perturb,
-#   min_duration, max_duration, unit_type (char|bpe), vocab_size, lang_dir, homophone_classes (true|false)
+#   fbank, min_duration, max_duration, unit_type (char|bpe), vocab_size, lang_dir, homophone_classes (true|false)
 # and sets: train_sets, eval_sets (split names found in data/manifests).
 #
 #   0  corpus:    synthesize the built-in corpus, or use / download --corpus-dir
 #   1  manifests: lhotse's recipe -> data/manifests/${corpus}_cuts_{split}.jsonl.gz
-#   2  features:  80-dim fbank (lilcom) -> data/fbank/${corpus}_cuts_{split}.jsonl.gz
+#   2  cuts:      filtered (and speed-perturbed) cuts -> data/fbank/${corpus}_cuts_{split}.jsonl.gz, with
+#                 80-dim fbank (lilcom) when fbank=true (the Whisper encoder reads the audio)
 #   3  units:     sentencepiece on the training text -> $lang_dir/unit.model (with homophone_classes=true
 #                 also $lang_dir/unit_classes.json, the CTC head's homophone classes); and, with lm_order > 0,
 #                 the n-gram LM of the CTC prefix search (lm_tokens, lm_order; its text: lm_text, else
@@ -81,15 +82,18 @@ fi
 find_splits
 
 if in_stages 2; then
-  settings="speed_perturb=$speed_perturb min_duration=$min_duration max_duration=$max_duration"
+  settings="speed_perturb=$speed_perturb min_duration=$min_duration max_duration=$max_duration fbank=$fbank"
   if is_done data/fbank/.done "$settings"; then
     log "Stage 2: features already there, skipped"
   else
     [ -n "$train_sets$eval_sets" ] || die "no manifests in data/manifests: run stage 1 first"
-    log "Stage 2: fbank features (data/manifests -> data/fbank; sets: $train_sets $eval_sets;" \
+    what="filtered cuts without features (the encoder reads the audio)"
+    [ "$fbank" = true ] && what="fbank features"
+    log "Stage 2: $what (data/manifests -> data/fbank; sets: $train_sets $eval_sets;" \
         "speed perturbation: $speed_perturb)"
     sp_opt=()
     [ "$speed_perturb" = true ] && sp_opt=(--speed-perturb)
+    [ "$fbank" = true ] || sp_opt+=(--no-features)
     # shellcheck disable=SC2086
     xasr --log-file log/stage2-fbank.log compute-fbank --corpus "$corpus" --manifest-dir data/manifests \
       --output-dir data/fbank --splits $train_sets $eval_sets --jobs "$nj" "${sp_opt[@]}" \

@@ -37,6 +37,8 @@ nproc=1                # training processes on this node (torchrun, DDP); CPU th
 torchrun_opts=""       # torchrun's node options for multi-node training, e.g. "--nnodes 2 --node-rank 0
                        # --master-addr host0 --master-port 29500" (every node runs the same command)
 speed_perturb=false    # add 0.9x / 1.1x copies of the training data
+fbank=false            # stage 2 stores 80-dim fbank; false: it only filters (and perturbs) the cuts, since the
+                       # Whisper encoder reads the audio (a fbank encoder then extracts them as it reads)
 min_duration=1.0       # training cuts outside [min, max] seconds are dropped (and listed)
 max_duration=20.0
 lm_order=3             # n-gram LM of the CTC prefix search (stage 3; ctc_beam and llm_rescore use it); 0: none
@@ -74,6 +76,7 @@ Options (default in brackets):
   --nproc N            training processes on this node, through torchrun [$nproc]
   --torchrun-opts STR  torchrun node options (multi-node training) [\"$torchrun_opts\"]
   --speed-perturb BOOL 0.9x/1.1x copies of the training data [$speed_perturb]
+  --fbank BOOL         store fbank features in stage 2 (the Conformer reads them; Whisper reads audio) [$fbank]
   --min-duration S     shortest training cut kept [$min_duration]
   --max-duration S     longest training cut kept [$max_duration]
   --lm-order N         order of the n-gram LM, 0: none [$lm_order]

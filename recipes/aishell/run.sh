@@ -10,7 +10,8 @@
 # Stages (a finished stage leaves a .done marker and is skipped on a rerun):
 #   0  corpus:    synthesize the built-in corpus (or use / download --corpus-dir)
 #   1  manifests: lhotse's prepare_aishell -> data/manifests/aishell_cuts_{train,dev,test}.jsonl.gz
-#   2  features:  80-dim fbank (lilcom) -> data/fbank/aishell_cuts_{train,dev,test}.jsonl.gz
+#   2  cuts:      filtered (speed-perturbed) cuts -> data/fbank/aishell_cuts_{train,dev,test}.jsonl.gz
+#                 (with --fbank true also 80-dim fbank, lilcom; Whisper reads the audio)
 #   3  units:     sentencepiece characters -> data/lang_char/unit.model
 #                 and the n-gram LM (--lm-order; text: --lm-text, else the synthesized lm-text.txt) -> data/lm/
 #   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
@@ -24,7 +25,7 @@ decode_methods="ctc_greedy ctc_beam llm_greedy llm_rescore"  # test sets (stage 
 # the quick run's per-stage costs to stay within 2.5 h on 2 cores (RESULTS.md)
 full_budget=(train_hours=10 speed_perturb=true stage1_minutes=55 stage2_minutes=12 nbest=16)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-recipe_title="Aishell-1 recipe: corpus, manifests, fbank features, character units."
+recipe_title="Aishell-1 recipe: corpus, manifests, filtered cuts, character units."
 corpus_dir_help="real Aishell-1 directory holding data_aishell/"
 extra_help=""
 . "$here/../../tools/recipe_options.sh"

@@ -11,7 +11,8 @@
 #   0  corpus:    synthesize the built-in corpus (or use / download --corpus-dir)
 #   1  manifests: lhotse's prepare_librispeech, every part present ->
 #                 data/manifests/librispeech_cuts_{part}.jsonl.gz (train-clean-100, dev-clean, ...)
-#   2  features:  80-dim fbank (lilcom) -> data/fbank/librispeech_cuts_{part}.jsonl.gz
+#   2  cuts:      filtered (speed-perturbed) cuts -> data/fbank/librispeech_cuts_{part}.jsonl.gz
+#                 (with --fbank true also 80-dim fbank, lilcom; Whisper reads the audio)
 #   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
 #                 and the n-gram LM (--lm-order; text: --lm-text, else the synthesized lm-text.txt) -> data/lm/
 #   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
@@ -26,7 +27,7 @@ vocab_size=1000        # BPE units (1000 beat 500 by 2.2 points of dev CTC WER, 
 # the quick run's per-stage costs to stay within 2.5 h on 2 cores (RESULTS.md)
 full_budget=(train_hours=8 speed_perturb=true stage1_minutes=55 stage2_minutes=15 nbest=16)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-recipe_title="LibriSpeech recipe: corpus, manifests, fbank features, BPE units."
+recipe_title="LibriSpeech recipe: corpus, manifests, filtered cuts, BPE units."
 corpus_dir_help="real LibriSpeech directory holding its parts"
 extra_help="  --vocab-size N       BPE units [$vocab_size]"
 . "$here/../../tools/recipe_options.sh"

@@ -53,3 +53,30 @@ def test_compute_fbank_stores_80_dim_features_and_reports_drops(tiny_aishell, tm
 def test_missing_manifest_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="aishell_cuts_train.jsonl.gz does not exist"):
         compute_fbank("aishell", str(tmp_path), str(tmp_path / "f"), ["train"])
+
+
+@pytest.mark.slow
+def test_cuts_without_features_are_filtered_alike_and_read_as_the_stored_fbank(tiny_aishell, tmp_path):
+    import torch
+    from lhotse import CutSet
+
+    from xasr.data.dataset import AsrDataset
+
+    prepare_manifests("aishell", str(tiny_aishell), str(tmp_path / "m"))
+    cfg = FilterConfig(min_duration=3.0)
+    compute_fbank("aishell", str(tmp_path / "m"), str(tmp_path / "f"), ["train"], num_jobs=1,
+                  speed_perturb=True, filter_cfg=cfg)
+    stats = compute_fbank("aishell", str(tmp_path / "m"), str(tmp_path / "a"), ["train"], num_jobs=1,
+                          speed_perturb=True, filter_cfg=cfg, store_features=False)
+    stored = CutSet.from_file(tmp_path / "f/aishell_cuts_train.jsonl.gz").to_eager()
+    bare = CutSet.from_file(tmp_path / "a/aishell_cuts_train.jsonl.gz").to_eager()
+    assert [c.id for c in bare] == [c.id for c in stored] and stats["train"]["cuts"] == len(bare)
+    assert not any(c.has_features for c in bare) and not (tmp_path / "a/aishell_feats_train").exists()
+    assert (tmp_path / "a/aishell_dropped_train.tsv").read_text() == (tmp_path / "f/aishell_dropped_train.tsv").read_text()
+    # a fbank model reading the bare cuts gets the stored features (up to lilcom's rounding),
+    # speed-perturbed copies included
+    ids = [c.id for c in stored if c.id.endswith("_sp1.1")][:1] + [c.id for c in stored if "_sp" not in c.id][:2]
+    ds = AsrDataset(None, "fbank")
+    a, b = ds[bare.subset(cut_ids=ids)], ds[stored.subset(cut_ids=ids)]
+    assert a.ids == b.ids and torch.equal(a.feat_lens, b.feat_lens) and a.feats.shape[2] == 80
+    assert torch.allclose(a.feats, b.feats, atol=0.1)

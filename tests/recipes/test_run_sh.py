@@ -138,6 +138,9 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
     for stage in range(4):
         assert f"Stage {stage}:" in r.stdout
     assert (d / "log/stage2-fbank.log").is_file()
+    # the Whisper encoder reads the audio: stage 2 stores no fbank unless asked
+    assert "Stage 2: filtered cuts without features" in r.stdout
+    assert not any(c.has_features for c in CutSet.from_file(d / f"data/fbank/{recipe}_cuts_{sets[1]}.jsonl.gz"))
 
     # rerun: every stage is skipped and nothing is rewritten
     mtime = (d / f"data/fbank/{recipe}_cuts_{sets[0]}.jsonl.gz").stat().st_mtime_ns
@@ -151,11 +154,13 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
     assert r.returncode == 0
     assert "made with other settings" in r.stdout and "Stage 1" not in r.stdout
 
-    # --stage/--stop-stage select one stage; removing its marker redoes it
+    # --stage/--stop-stage select one stage; removing its marker redoes it (here with fbank)
     (d / "data/fbank/.done").unlink()
-    r = _run(script, "--stage", "2", "--stop-stage", "2", *extra)
+    r = _run(script, "--stage", "2", "--stop-stage", "2", "--fbank", "true", *extra)
     assert r.returncode == 0, r.stderr
     assert "Stage 2: fbank features" in r.stdout
+    cut = next(iter(CutSet.from_file(d / f"data/fbank/{recipe}_cuts_{sets[1]}.jsonl.gz")))
+    assert cut.has_features and cut.features.num_features == 80 and (d / cut.features.storage_path).exists()
     assert "Stage 0" not in r.stdout and "Stage 3" not in r.stdout
 
 

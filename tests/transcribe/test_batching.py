@@ -7,7 +7,8 @@ import soundfile as sf
 import torch
 
 from tests.transcribe.conftest import speechlike
-from xasr.transcribe.batching import feature_function, list_batches, make_batch, pad_features
+from xasr.data.dataset import pad_features
+from xasr.transcribe.batching import feature_function, list_batches, make_batch
 
 
 def _cuts_with_text(tmp_path, signals):

@@ -40,7 +40,6 @@ import logging
 import math
 import re
 import warnings
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
@@ -290,14 +289,6 @@ class XasrSystem(BenchmarkSystem):
         max_duration = float(self.spec.options["max_duration"])
         # decode_cuts gives lhotse's bucketing sampler an eager CutSet on purpose (a test set is small)
         warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read")
-        if self.features == "fbank" and not all(c.has_features for c in cuts):
-            # no stored features (audio-only manifest or Kaldi dir): extract them first, as the
-            # recipes' feature stage does; the time is part of decoding
-            with tempfile.TemporaryDirectory(prefix="xasr-bench-fbank-") as tmp:
-                cuts = compute_fbank_cuts(cuts, tmp)
-                self._stats = DecodeStats()
-                return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration,
-                                   self.settings.device, stats=self._stats, opts=self.opts)
         self._stats = DecodeStats()
         return decode_cuts(self.model, self.units, cuts, method, self.features, max_duration, self.settings.device,
                            stats=self._stats, opts=self.opts)
@@ -308,14 +299,6 @@ class XasrSystem(BenchmarkSystem):
             return None
         return {"llm_passes": st.row_passes, "output_tokens": st.output_tokens, "utterances": st.utterances,
                 "draft_tokens": st.draft_tokens, "accepted_tokens": st.accepted_tokens, "fast_path": st.fast_path}
-
-
-def compute_fbank_cuts(cuts, storage_dir: str):
-    """The recipes' 80-dim fbank for cuts that have only audio, stored under ``storage_dir``."""
-    from lhotse import Fbank, FbankConfig, LilcomChunkyWriter
-
-    return cuts.compute_and_store_features(extractor=Fbank(FbankConfig(num_mel_bins=80)), storage_path=storage_dir,
-                                           num_jobs=1, storage_type=LilcomChunkyWriter).to_eager()
 
 
 def find_ct2_dir(path_or_name: str, models_dir: Optional[str] = None) -> Path:
@@ -470,4 +453,4 @@ def available_kinds() -> List[str]:
 
 
 __all__ = ["SystemSpec", "SystemSpecError", "RunSettings", "BenchmarkSystem", "SYSTEM_KINDS", "parse_system_spec",
-           "parse_system_specs", "make_system", "find_ct2_dir", "compute_fbank_cuts", "available_kinds"]
+           "parse_system_specs", "make_system", "find_ct2_dir", "available_kinds"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -73,6 +73,17 @@ class Batch:
                         for f, v in ((f.name, getattr(self, f.name)) for f in fields(self))})
 
 
+def pad_features(feats: Sequence[Tensor], value: float = 0.0) -> "tuple[Tensor, Tensor]":
+    """[(T_i, F), ...] -> (B, max T_i, F) padded with ``value``, and lengths (B,)."""
+    if not feats:
+        raise ValueError("pad_features needs at least one feature matrix")
+    lens = torch.tensor([int(f.shape[0]) for f in feats], dtype=torch.long)
+    out = feats[0].new_full((len(feats), max(1, int(lens.max())), feats[0].shape[1]), value)
+    for i, f in enumerate(feats):
+        out[i, :f.shape[0]] = f
+    return out, lens
+
+
 def batch_texts(cuts) -> List[str]:
     return [" ".join(s.text for s in c.supervisions if s.text).strip() for c in cuts]
 
@@ -88,6 +99,7 @@ class AsrDataset(torch.utils.data.Dataset):
         if features not in ("fbank", "whisper_mel"):
             raise ValueError(f"features must be fbank or whisper_mel, not {features!r}")
         self.features = features
+        self._fbank = None  # the fbank extractor, made when a cut without stored features comes
         self.encoded = encoded
         self.images = images
         self.sp = spm.SentencePieceProcessor(model_file=units_model) if units_model else None
@@ -101,16 +113,24 @@ class AsrDataset(torch.utils.data.Dataset):
 
             feats, feat_lens = collate_custom_field(cuts, ENCODED_FIELD, pad_value=0.0)  # (B, T', D), (B,)
             feats = feats.float()
-        elif self.features == "fbank":
+        elif self.features == "fbank" and all(c.has_features for c in cuts):
             feats, feat_lens = collate_features(cuts)  # (B, T, F), (B,)
+        elif self.features == "fbank":
+            # cuts stored without features (a recipe run with --fbank false, an audio-only
+            # manifest): the stage's extractor, as it goes
+            from xasr.data.features import fbank_extractor
+
+            if self._fbank is None:
+                self._fbank = fbank_extractor()
+            from lhotse.utils import LOG_EPSILON
+
+            feats, feat_lens = pad_features([torch.as_tensor(c.compute_features(self._fbank)) for c in cuts],
+                                            value=LOG_EPSILON)  # as collate_features pads stored ones
         else:
             from xasr.data.whisper_mel import whisper_log_mel
 
-            mels = [whisper_log_mel(c.load_audio()[0], c.sampling_rate) for c in cuts]
-            feat_lens = torch.tensor([m.shape[0] for m in mels], dtype=torch.long)
-            feats = torch.zeros(len(mels), int(feat_lens.max()), mels[0].shape[1])
-            for i, m in enumerate(mels):
-                feats[i, :m.shape[0]] = torch.as_tensor(m)
+            feats, feat_lens = pad_features([torch.as_tensor(whisper_log_mel(c.load_audio()[0], c.sampling_rate))
+                                           for c in cuts])
         texts = batch_texts(cuts)
         batch = Batch(feats, feat_lens, ids=[c.id for c in cuts], texts=texts,
                       durations=torch.tensor([c.duration for c in cuts]), encoded=self.encoded,

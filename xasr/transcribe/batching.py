@@ -19,20 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xasr.data.dataset import Batch
+from xasr.data.dataset import Batch, pad_features
 
 FEATURE_TYPES = ("fbank", "whisper_mel")
-
-
-def pad_features(feats: Sequence[Tensor]) -> "tuple[Tensor, Tensor]":
-    """[(T_i, F), ...] -> zero-padded (B, max T_i, F) and lengths (B,)."""
-    if not feats:
-        raise ValueError("pad_features needs at least one feature matrix")
-    lens = torch.tensor([int(f.shape[0]) for f in feats], dtype=torch.long)
-    out = feats[0].new_zeros(len(feats), max(1, int(lens.max())), feats[0].shape[1])
-    for i, f in enumerate(feats):
-        out[i, :f.shape[0]] = f
-    return out, lens
 
 
 def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float]) -> Batch:
@@ -45,9 +34,9 @@ def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[
 def feature_function(kind: str, num_bins: int, sample_rate: int = 16000) -> Callable[[np.ndarray], Tensor]:
     """A function: mono samples (n,) -> features (T, num_bins) as float32 tensor."""
     if kind == "fbank":
-        from lhotse import Fbank, FbankConfig
+        from xasr.data.features import fbank_extractor
 
-        extractor = Fbank(FbankConfig(num_mel_bins=num_bins))  # as xasr.data.features.compute_fbank
+        extractor = fbank_extractor(num_bins)  # as xasr.data.features.compute_fbank stores them
 
         def fbank(samples: np.ndarray) -> Tensor:
             x = np.ascontiguousarray(samples, dtype=np.float32)[None, :]  # (1, n) as lhotse loads cuts
