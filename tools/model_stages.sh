@@ -130,7 +130,14 @@ if in_stages 9; then
     --normalizer "$normalizer" --reference "$main_method" --threads "$nj" --models-dir "$models_dir" \
     --out-dir exp/benchmark
   cat exp/benchmark/benchmark.md
+  train_cuts=()
+  for s in $train_sets; do train_cuts+=("data/fbank/${corpus}_cuts_${s}.jsonl.gz"); done
+  # what the run was (for comparing runs: benchmarks/scaling.py)
   python -m xasr.bin.recipe_results --budget "${budget:-quick}" --main-method "$main_method" \
     --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
-    --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json
+    --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json \
+    --settings "train_hours=$train_hours" "speed_perturb=$speed_perturb" "seed=$seed" "nproc=$nproc" \
+      "encoder_cache=$encoder_cache" "lm_order=$lm_order" "nbest=$nbest" "synth_opts=$synth_opts" \
+      "stage1_opts=$stage1_opts" "stage2_opts=$stage2_opts" \
+    --train-cuts "${train_cuts[@]}" --exp-dirs "$exp_stage1" "$exp_stage2"
 fi

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from xasr.benchmark.recipe_results import peak_rss_since, read_stage_log, recipe_results
+from xasr.benchmark.recipe_results import peak_rss_since, read_stage_log, recipe_results, run_description
 from xasr.errors import XasrError
 
 
@@ -66,3 +66,30 @@ def test_every_method_on_every_set_in_percent(tmp_path):
 def test_nothing_to_report_is_an_error(tmp_path):
     with pytest.raises(XasrError, match="no results to report"):
         recipe_results("quick", "x", tmp_path / "none.json", None)
+
+
+def test_the_run_description_says_what_the_run_was(tmp_path):
+    import gzip
+
+    cuts = tmp_path / "train.jsonl.gz"
+    with gzip.open(cuts, "wt", encoding="utf-8") as f:
+        for d in (1800.0, 3600.0, 1800.0):
+            f.write(json.dumps({"id": f"c{d}", "duration": d}) + "\n")
+    stage1 = tmp_path / "exp" / "stage1"
+    stage1.mkdir(parents=True)
+    (stage1 / "metrics.tsv").write_text("step\tepoch\tloss\tvalid_loss\n10\t1\t5.0\t\n20\t1\t\t4.5\n"
+                                        "30\t2\t4.0\t\n40\t2\t\t4.75\n")
+    (stage1 / "config.yaml").write_text("train:\n  max_minutes: 7.5\n  stage: 1\n")
+    d = run_description(["train_hours=2", "speed_perturb=true", "nbest=", "synth_opts=--x 1"], [cuts],
+                        [stage1, tmp_path / "exp" / "stage2"])  # stage 2 never ran: left out
+    assert d == {"settings": {"train_hours": 2, "speed_perturb": True, "nbest": "", "synth_opts": "--x 1"},
+                 "train_audio_hours": 2.0,
+                 "training": {"stage1": {"steps": 40, "epochs": 2, "best_valid_loss": 4.5, "max_minutes": 7.5}}}
+    _write(tmp_path)
+    res = recipe_results("full", "llm_rescore", tmp_path / "summary.json", None, description=d)
+    assert res["settings"]["train_hours"] == 2 and res["training"]["stage1"]["steps"] == 40
+    with pytest.raises(XasrError, match="NAME=VALUE"):
+        run_description(["train_hours"])
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(XasrError, match="bad.jsonl.gz: not a readable cut manifest"):
+        run_description(train_cuts=[tmp_path / "bad.jsonl.gz"])

@@ -235,6 +235,10 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     assert (s1.train.max_minutes, s2.train.max_minutes, s2.model.ctc_beam_size) == (55, 15, 16)
     assert res["wall_minutes"] > 0 and 0 < res["peak_rss_gb"] < 24
     assert set(res["stage_minutes"]) == {str(k) for k in range(10)}
+    # what the run was: its options, its training audio, each training stage's steps and budget
+    assert res["settings"]["train_hours"] == 0.03 and res["settings"]["speed_perturb"] is False
+    assert 0 < res["train_audio_hours"] < 0.1
+    assert res["training"]["stage1"]["steps"] == 3 and res["training"]["stage2"]["max_minutes"] == 15
     assert set(res["sets"]) == {"dev-clean", "test-seen", "test-clean"}
     assert set(res["sets"]["test-clean"]) == {*methods, "faster-whisper-base-int8-beam5"}
     for per_set in res["sets"].values():

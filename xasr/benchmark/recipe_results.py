@@ -12,15 +12,21 @@ one run), the stage log the recipe writes (``log/stages.tsv``: ``<epoch seconds>
      "stage_minutes": {"0": 1.2, ...},
      "sets": {"test-clean": {"llm_rescore": {"error": 38.2, "ci95": [35.0, 41.6], "rtf": 0.21}, ...}}}
 
-Error rates and intervals are in percent, CER or WER as the recipe scores (``unit``).
+Error rates and intervals are in percent, CER or WER as the recipe scores (``unit``). Optional
+parts say what the run was, so runs can be compared (a scaling curve): ``settings`` (the recipe's
+options, as given), ``train_audio_hours`` (the training cuts, speed-perturbed copies included) and
+``training`` (per training stage: the steps and epochs made and the best validation loss, from
+its ``metrics.tsv``).
 """
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from xasr.errors import XasrError
 
@@ -92,10 +98,83 @@ def peak_rss_since(usage_path: Path, since: Optional[float]) -> Optional[float]:
     return round(max(peaks), 2) if peaks else None
 
 
+def manifest_hours(paths: Sequence[Path]) -> float:
+    """Hours of audio in lhotse cut manifests (``.jsonl.gz``), read without lhotse."""
+    total = 0.0
+    for p in paths:
+        opener = gzip.open if str(p).endswith(".gz") else open
+        try:
+            with opener(p, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        total += float(json.loads(line)["duration"])
+        except (OSError, ValueError, KeyError) as e:
+            raise XasrError(f"{p}: not a readable cut manifest ({e})") from e
+    return round(total / 3600.0, 3)
+
+
+def training_summary(exp_dir: Path) -> Optional[dict]:
+    """Steps, epochs and best validation loss of a training run, from ``<exp_dir>/metrics.tsv``,
+    and its time budget (``train.max_minutes`` of its ``config.yaml``)."""
+    path = exp_dir / "metrics.tsv"
+    if not path.is_file():
+        return None
+    steps, epochs, valid = 0, 0, []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            steps = max(steps, int(float(row.get("step") or 0)))
+            epochs = max(epochs, int(float(row.get("epoch") or 0)))
+            if row.get("valid_loss"):
+                valid.append(float(row["valid_loss"]))
+    out = {"steps": steps, "epochs": epochs, "best_valid_loss": round(min(valid), 4) if valid else None}
+    cfg_path = exp_dir / "config.yaml"
+    if cfg_path.is_file():
+        import yaml
+
+        train = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("train") or {}
+        if train.get("max_minutes") is not None:
+            out["max_minutes"] = train["max_minutes"]
+    return out
+
+
+def _setting_value(text: str):
+    """A setting as given on the command line: a number or true/false where it is one."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_description(settings: Sequence[str] = (), train_cuts: Sequence[Path] = (),
+                    exp_dirs: Sequence[Path] = ()) -> dict:
+    """The optional parts of the results document: ``settings`` from ``NAME=VALUE`` strings,
+    ``train_audio_hours`` and ``training`` (keyed by the experiment directory's name)."""
+    out: dict = {}
+    if settings:
+        pairs = {}
+        for kv in settings:
+            name, sep, value = kv.partition("=")
+            if not sep or not name:
+                raise XasrError(f"a setting is NAME=VALUE, not {kv!r}")
+            pairs[name] = _setting_value(value)
+        out["settings"] = pairs
+    if train_cuts:
+        out["train_audio_hours"] = manifest_hours(train_cuts)
+    training = {d.name: t for d in exp_dirs if (t := training_summary(d)) is not None}
+    if training:
+        out["training"] = training
+    return out
+
+
 def recipe_results(budget: str, main_method: str, decode_summary: Optional[Path], benchmark: Optional[Path],
                    stage_log: Optional[Path] = None, usage_log: Optional[Path] = None,
-                   now: Optional[float] = None) -> dict:
-    """The results document (see the module docstring); a missing input leaves its part out."""
+                   now: Optional[float] = None, description: Optional[dict] = None) -> dict:
+    """The results document (see the module docstring); a missing input leaves its part out.
+    ``description``: :func:`run_description`'s parts, stored after the budget."""
     sets: Dict[str, Dict[str, dict]] = {}
     unit = None
     if decode_summary is not None and decode_summary.is_file():
@@ -116,6 +195,7 @@ def recipe_results(budget: str, main_method: str, decode_summary: Optional[Path]
     if not sets:
         raise XasrError(f"no results to report: neither {decode_summary} nor {benchmark} holds any")
     out: dict = {"budget": budget, "main_method": main_method, "unit": unit}
+    out.update(description or {})
     begin, stage_minutes = read_stage_log(stage_log, now) if stage_log is not None else (None, {})
     if begin is not None:
         out["wall_minutes"] = round(((time.time() if now is None else now) - begin) / 60.0, 2)

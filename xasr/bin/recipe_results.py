@@ -4,7 +4,9 @@
 Usage:
   python -m xasr.bin.recipe_results --budget quick --main-method llm_rescore \
       --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
-      --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json
+      --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json \
+      --settings train_hours=4 speed_perturb=false --train-cuts data/fbank/aishell_cuts_train.jsonl.gz \
+      --exp-dirs exp/stage1 exp/stage2
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from xasr.benchmark.recipe_results import recipe_results
+from xasr.benchmark.recipe_results import recipe_results, run_description
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -26,9 +28,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--stage-log", type=Path, default=None)
     p.add_argument("--usage-log", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--settings", nargs="*", default=[], metavar="NAME=VALUE", help="the run's recipe options")
+    p.add_argument("--train-cuts", nargs="*", type=Path, default=[], help="the training cut manifests")
+    p.add_argument("--exp-dirs", nargs="*", type=Path, default=[], help="training runs (their metrics.tsv)")
     args = p.parse_args(argv)
     res = recipe_results(args.budget, args.main_method, args.decode_summary, args.benchmark, args.stage_log,
-                         args.usage_log)
+                         args.usage_log, description=run_description(args.settings, args.train_cuts, args.exp_dirs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     unit = res.get("unit") or "error"
