@@ -8,7 +8,7 @@
 #   extra_help        help lines of the recipe's own options (declared before sourcing), or ""
 #   full_budget       NAME=VALUE defaults that --budget full sets (an array)
 # and any shared option's recipe-specific default. On return the options hold the command
-# line's values, --corpus-dir is absolute, and the shell is in the recipe's directory.
+# line's values, --corpus-dir is absolute, and the shell is in --work-dir or the recipe's directory.
 
 # --budget quick|full is read first: it chooses defaults, and an option given on the command
 # line still wins over them
@@ -26,6 +26,7 @@ esac
 
 stage=0
 stop_stage=100
+work_dir=""            # where data/, download/, exp/ and log/ go; empty: the recipe's directory
 corpus_dir=""          # a real corpus directory (what it holds: corpus_dir_help); empty: synthesize one
 download=false         # with --corpus-dir: fetch the real corpus there first (needs network)
 eval_hours=0.3         # size of the synthesized dev and of its test set (fixed: they do not change with train_hours)
@@ -65,6 +66,7 @@ Options (default in brackets):
                        (quick: about half an hour on 2 cores; the defaults below are the chosen budget's)
   --stage N            first stage to run [$stage]
   --stop-stage N       last stage to run [$stop_stage]
+  --work-dir DIR       where data/, download/, exp/, log/ go [the recipe's directory]
   --corpus-dir DIR     $corpus_dir_help [synthesize one]
   --download BOOL      fetch the real corpus into --corpus-dir first [$download]
   --train-hours H      hours of the synthesized training set [$train_hours]
@@ -94,4 +96,9 @@ $extra_help}"
 
 . "$here/../../tools/parse_options.sh"
 [ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
-cd "$here"
+if [ -n "$work_dir" ]; then
+  mkdir -p "$work_dir" || { echo "$0: cannot make --work-dir $work_dir" >&2; exit 2; }
+  cd "$work_dir"
+else
+  cd "$here"
+fi

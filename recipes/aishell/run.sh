@@ -15,7 +15,8 @@
 #   3  units:     sentencepiece characters -> data/lang_char/unit.model
 #                 and the n-gram LM (--lm-order; text: --lm-text, else the synthesized lm-text.txt) -> data/lm/
 #   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
-# Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
+# Work happens in this recipe's directory (data/, download/, exp/, log/), whatever the caller's cwd,
+# or in --work-dir DIR (several runs side by side, e.g. benchmarks/scaling.sh).
 set -euo pipefail
 
 # the recipe's own defaults; the options shared with the other recipe: tools/recipe_options.sh
@@ -29,7 +30,7 @@ recipe_title="Aishell-1 recipe: corpus, manifests, filtered cuts, character unit
 corpus_dir_help="real Aishell-1 directory holding data_aishell/"
 extra_help=""
 . "$here/../../tools/recipe_options.sh"
-. ../../tools/recipe_lib.sh
+. "$here/../../tools/recipe_lib.sh"
 require_xasr
 run_started
 
@@ -40,7 +41,7 @@ lang_dir=data/lang_char
 # the CTC head ties the characters espeak-ng reads alike (stage 3 writes data/lang_char/unit_classes.json)
 homophone_classes=true
 lm_tokens=char
-. ../../tools/data_stages.sh
+. "$here/../../tools/data_stages.sh"
 
 llm_name=gemma3-270m
 encoder_model=whisper-base
@@ -49,7 +50,7 @@ exp_stage2=exp/stage2
 normalizer=chinese_char
 read -r -a stage1_overrides <<< "$stage1_opts"
 read -r -a stage2_overrides <<< "$stage2_opts"
-. ../../tools/model_stages.sh
+. "$here/../../tools/model_stages.sh"
 
 log "Done (stages $stage..$stop_stage). Data: data/, models: exp/, logs: log/"
 data_summary

@@ -16,7 +16,8 @@
 #   3  units:     sentencepiece BPE on the train-* parts -> data/lang_bpe_<vocab-size>/unit.model
 #                 and the n-gram LM (--lm-order; text: --lm-text, else the synthesized lm-text.txt) -> data/lm/
 #   4-9 models, stage-1 and stage-2 training, decoding, results, benchmark (tools/model_stages.sh)
-# Work happens in this recipe's directory (data/, download/, log/), whatever the caller's cwd.
+# Work happens in this recipe's directory (data/, download/, exp/, log/), whatever the caller's cwd,
+# or in --work-dir DIR (several runs side by side, e.g. benchmarks/scaling.sh).
 set -euo pipefail
 
 # the recipe's own defaults; the options shared with the other recipe: tools/recipe_options.sh
@@ -31,7 +32,7 @@ recipe_title="LibriSpeech recipe: corpus, manifests, filtered cuts, BPE units."
 corpus_dir_help="real LibriSpeech directory holding its parts"
 extra_help="  --vocab-size N       BPE units [$vocab_size]"
 . "$here/../../tools/recipe_options.sh"
-. ../../tools/recipe_lib.sh
+. "$here/../../tools/recipe_lib.sh"
 require_xasr
 run_started
 
@@ -39,7 +40,7 @@ corpus=librispeech
 unit_type=bpe
 lang_dir=data/lang_bpe_${vocab_size}
 lm_tokens=word
-. ../../tools/data_stages.sh
+. "$here/../../tools/data_stages.sh"
 
 llm_name=smollm2-135m-instruct
 encoder_model=whisper-base
@@ -48,7 +49,7 @@ exp_stage2=exp/stage2
 normalizer=english_word
 read -r -a stage1_overrides <<< "$stage1_opts"
 read -r -a stage2_overrides <<< "$stage2_opts"
-. ../../tools/model_stages.sh
+. "$here/../../tools/model_stages.sh"
 
 log "Done (stages $stage..$stop_stage). Data: data/, models: exp/, logs: log/"
 data_summary

@@ -38,7 +38,7 @@ def test_help_lists_options(recipe):
     r = _run(REPO / "recipes" / recipe / "run.sh", "--help")
     assert r.returncode == 0
     for opt in ("--stage", "--stop-stage", "--corpus-dir", "--train-hours", "--nj", "--speed-perturb", "--nproc",
-                "--torchrun-opts"):
+                "--torchrun-opts", "--work-dir", "--fbank"):
         assert opt in r.stdout
 
 
@@ -162,6 +162,17 @@ def test_data_stages_end_to_end_and_rerun_skips(recipe_copy, recipe, sets, lang)
     cut = next(iter(CutSet.from_file(d / f"data/fbank/{recipe}_cuts_{sets[1]}.jsonl.gz")))
     assert cut.has_features and cut.features.num_features == 80 and (d / cut.features.storage_path).exists()
     assert "Stage 0" not in r.stdout and "Stage 3" not in r.stdout
+
+
+@pytest.mark.slow
+def test_work_dir_holds_the_run_and_the_recipe_directory_stays_clean(recipe_copy, tiny_aishell, tmp_path):
+    work = tmp_path / "runs" / "a"
+    r = _run(recipe_copy / "recipes/aishell/run.sh", "--stop-stage", "1", "--corpus-dir", str(tiny_aishell),
+             "--work-dir", "runs/a", cwd=tmp_path)  # relative to the caller's cwd
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (work / "data/manifests/aishell_cuts_train.jsonl.gz").is_file()
+    assert (work / "log/stages.tsv").is_file() and (work / "data/manifests/.done").is_file()
+    assert sorted(p.name for p in (recipe_copy / "recipes/aishell").iterdir()) == ["run.sh"]
 
 
 @pytest.mark.slow
