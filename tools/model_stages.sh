@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, nproc,
+# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, encoder_top, nproc,
 # torchrun_opts (training under torchrun: tools/recipe_lib.sh's xasr_train), and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
 #
@@ -35,6 +35,16 @@ fi
 [ -n "${stage1_minutes:-}" ] && stage1_overrides=(train.max_minutes="$stage1_minutes" "${stage1_overrides[@]}")
 [ -n "${stage2_minutes:-}" ] && stage2_overrides=(train.max_minutes="$stage2_minutes" "${stage2_overrides[@]}")
 [ -n "${nbest:-}" ] && stage2_overrides=(model.ctc_beam_size="$nbest" "${stage2_overrides[@]}")
+
+# --encoder-top N: the top N Whisper layers train in stage 1 (from Whisper's weights, at a tenth of
+# the heads' learning rate); both stages build the encoder split there, and stage 5 stores the
+# output of the layers below
+if [ "${encoder_top:-0}" != 0 ]; then
+  case $encoder_top in *[!0-9]*) die "--encoder-top takes a number of layers, not '$encoder_top'" ;; esac
+  stage1_overrides=(model.encoder.whisper.train_top="$encoder_top" "train.trainable=[encoder,context,ctc,cformer]"
+                    optim.encoder_lr_scale=0.1 "${stage1_overrides[@]}")
+  stage2_overrides=(model.encoder.whisper.train_top="$encoder_top" "${stage2_overrides[@]}")
+fi
 
 # the CTC head and the C-Former's unit head tie homophones (stage 3's unit_classes.json) in both stages
 class_overrides=()
@@ -137,7 +147,7 @@ if in_stages 9; then
     --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
     --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json \
     --settings "train_hours=$train_hours" "speed_perturb=$speed_perturb" "seed=$seed" "nproc=$nproc" \
-      "encoder_cache=$encoder_cache" "lm_order=$lm_order" "nbest=$nbest" "synth_opts=$synth_opts" \
+      "encoder_cache=$encoder_cache" "encoder_top=$encoder_top" "lm_order=$lm_order" "nbest=$nbest" "synth_opts=$synth_opts" \
       "stage1_opts=$stage1_opts" "stage2_opts=$stage2_opts" \
     --train-cuts "${train_cuts[@]}" --exp-dirs "$exp_stage1" "$exp_stage2"
 fi

@@ -45,6 +45,7 @@ max_duration=20.0
 lm_order=3             # n-gram LM of the CTC prefix search (stage 3; ctc_beam and llm_rescore use it); 0: none
 lm_text=""             # its text files; empty: the synthesized corpus' lm-text.txt or the training transcripts
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
+encoder_top=0          # stage 1 also adapts the top N Whisper layers (stored: the outputs of the layers below)
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
 dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
@@ -84,6 +85,7 @@ Options (default in brackets):
   --lm-order N         order of the n-gram LM, 0: none [$lm_order]
   --lm-text STR        text files of the n-gram LM [corpus lm-text.txt or training transcripts]
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
+  --encoder-top N      stage 1 also trains the top N Whisper layers, at 0.1x the learning rate [$encoder_top]
   --stage1-opts STR    hydra overrides for stage-1 training [\"$stage1_opts\"]
   --stage2-opts STR    hydra overrides for stage-2 training [\"$stage2_opts\"]
   --decode-methods STR decoding methods of the test sets, in the stage-9 benchmark [\"$decode_methods\"]

@@ -30,6 +30,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     accum_grad: int = 1
+    # the encoder's trained parameters learn at lr x this (pretrained layers adapted with
+    # model.encoder.whisper.train_top want a gentler rate than the heads trained from scratch)
+    encoder_lr_scale: float = 1.0
 
 
 @dataclass

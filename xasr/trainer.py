@@ -124,7 +124,13 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         oc = cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay, betas=tuple(oc.betas))
+        groups = [{"params": params}]
+        if oc.encoder_lr_scale != 1.0:  # the encoder's parameters in a group of their own
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            groups = [{"params": [p for n, p in named if n.startswith("encoder.") == enc],
+                       "lr": oc.lr * (oc.encoder_lr_scale if enc else 1.0)} for enc in (False, True)]
+            groups = [g for g in groups if g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=oc.lr, weight_decay=oc.weight_decay, betas=tuple(oc.betas))
 
         from lhotse import CutSet
 

@@ -162,3 +162,49 @@ def test_frozen_encoder_outputs_are_masked_in_training_only(setup):
     for b in range(h.shape[0]):  # at most 2 spans of 20% of the frames are fully zeroed
         frames = zero[b, :int(lens[b])].all(dim=1).sum().item()
         assert frames <= 2 * int(0.2 * int(lens[b]))
+
+
+def test_the_encoder_top_trains_on_stored_outputs_of_the_layers_below(setup, tmp_path):
+    """train_top: the cache stores the frozen layers' output; training adapts the top layer from
+    Whisper's weights at optim.encoder_lr_scale x lr; the model directory keeps the adapted layer
+    only, and decodes live audio as it decodes the stored outputs."""
+    from lhotse import CutSet
+    from safetensors.torch import load_file
+
+    from xasr.data.dataset import AsrDataset
+    from xasr.data.encoder_cache import cache_encoder_outputs
+    from xasr.model_dir import load_model_dir
+    from xasr.trainer import Trainer
+
+    d, cfg = setup
+    top = ("model.encoder.whisper.train_top=1", "train.trainable=[encoder,ctc,cformer]", "optim.encoder_lr_scale=0.1")
+    manifests = [f"{d}/m/aishell_cuts_train.jsonl.gz", f"{d}/m/aishell_cuts_dev.jsonl.gz"]
+    cache = d / "enc-top"
+    cache_encoder_outputs(cfg(*top), manifests, str(cache))
+    assert json.loads((cache / "cache.json").read_text())["train_top"] == 1
+    with pytest.raises(XasrError, match="train_top 1"):  # the full encoder's cache does not serve it
+        full = d / "enc-full"
+        cache_encoder_outputs(cfg(), manifests[1:], str(full))
+        Trainer(cfg(*top, f"data.encoder_cache={full}", f"train.exp_dir={tmp_path / 'x'}"))
+
+    trainer = Trainer(cfg(*top, f"data.encoder_cache={cache}", f"train.exp_dir={tmp_path / 'exp'}",
+                          "train.max_steps=3", "optim.warmup_steps=1"))
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n.startswith("encoder.")}
+    model_dir = trainer.train()
+    after = dict(trainer.model.named_parameters())
+    moved = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert moved and all(n.startswith(("encoder.encoder.layers.1.", "encoder.encoder.layer_norm.")) for n in moved)
+    saved = [k for k in load_file(str(model_dir / "model.safetensors")) if k.startswith("encoder.")]
+    assert saved and all(k.startswith(("encoder.encoder.layers.1.", "encoder.encoder.layer_norm.")) for k in saved)
+
+    model, c, _ = load_model_dir(str(model_dir))
+    for n in saved:
+        assert torch.equal(dict(model.named_parameters())[n], after[n].detach())
+    live = AsrDataset(c.data.units, "whisper_mel")[CutSet.from_file(manifests[1])]
+    stored = AsrDataset(c.data.units, "whisper_mel", encoded=True)[CutSet.from_file(cache / Path(manifests[1]).name)]
+    with torch.no_grad():
+        (h1, n1), (h2, n2) = model.encode_batch(live), model.encode_batch(stored)
+    assert torch.equal(n1, n2)
+    torch.testing.assert_close(h1, h2, atol=3e-2, rtol=1e-2)  # float16 storage of the frozen part

@@ -239,3 +239,36 @@ def test_the_encoder_interface_the_model_and_the_cache_use(tiny_whisper_dir):
     assert torch.equal(enc(x, lens)[0], again(x, lens)[0])
     with pytest.raises(XasrError, match="freeze is false"):
         WhisperSpeechEncoder.cache_identity(WhisperEncoderConfig(str(tiny_whisper_dir), freeze=False))
+
+
+def test_a_trained_top_starts_as_the_frozen_encoder_and_is_all_that_trains(tiny_whisper_dir):
+    frozen = WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir))).eval()
+    top = WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), train_top=1))
+    torch.manual_seed(3)
+    x, lens = torch.randn(2, 40, 80), torch.tensor([40, 26])
+    with torch.no_grad():
+        mid, mid_lens = top.forward_frozen(x, lens)  # what the cache stores: 2 of 3 layers, no final norm
+        assert mid.shape == (2, 20, 32) and torch.all(mid[1, 13:] == 0)
+        assert (top.eval()(x, lens)[0] - frozen(x, lens)[0]).abs().max() < 1e-5  # the same encoder at first
+        assert (top.forward_trained(mid, mid_lens)[0] - frozen(x, lens)[0]).abs().max() < 1e-5
+        assert frozen.forward_trained(*frozen.forward_frozen(x, lens))[0].equal(frozen(x, lens)[0])
+    # only the top layer and the final norm train; the rest stays Whisper's (never saved)
+    trained = {n for n, p in top.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith(("encoder.layers.2.", "encoder.layer_norm.")) for n in trained)
+    assert set(top.pretrained_param_names()) == {n for n, _ in top.named_parameters()} - trained
+    assert set(frozen.pretrained_param_names()) == {n for n, _ in frozen.named_parameters()}
+    top.train()
+    assert top.encoder.layers[2].training and not top.encoder.layers[0].training and not top.encoder.conv1.training
+    h, _ = top.forward_trained(mid, mid_lens)
+    h.sum().backward()
+    assert top.encoder.layers[2].fc1.weight.grad is not None and top.encoder.layers[1].fc1.weight.grad is None
+    # the cache identity names the split: a cache of the full encoder does not serve it
+    ident = WhisperSpeechEncoder.cache_identity(top.cfg)
+    assert ident["train_top"] == 1 and WhisperSpeechEncoder.cache_identity(frozen.cfg)["train_top"] == 0
+    again = WhisperSpeechEncoder.from_identity(ident).eval()
+    with torch.no_grad():
+        assert again.forward_frozen(x, lens)[0].equal(mid)
+    with pytest.raises(XasrError, match="train_top=4"):
+        WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), train_top=4))
+    with pytest.raises(XasrError, match="train_top needs freeze: true"):
+        WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), freeze=False, train_top=1))

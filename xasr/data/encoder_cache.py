@@ -28,6 +28,7 @@ from xasr.errors import XasrError
 logger = logging.getLogger(__name__)
 
 CACHE_JSON = "cache.json"
+OLD_CACHE = {"train_top": 0}  # what a cache.json written before an identity key existed means
 
 
 def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
@@ -65,10 +66,11 @@ def check_cache(cache_dir: str, model_cfg, features: str, models_dir=None) -> No
         raise XasrError(f"{meta_path} is missing: make the cache with `xasr cache-encoder`")
     meta = json.loads(meta_path.read_text())
     want = encoder_identity(model_cfg, models_dir)
-    for key in ("fingerprint", "num_layers"):
-        if meta.get(key) != want[key]:
-            raise XasrError(f"{meta_path}: made with encoder {meta.get('path')} ({key} {meta.get(key)}), "
-                            f"but the model uses {want['path']} ({key} {want[key]}); remake the cache")
+    for key in ("fingerprint", "num_layers", "train_top"):
+        have, need = meta.get(key, OLD_CACHE.get(key)), want.get(key, OLD_CACHE.get(key))
+        if have != need:
+            raise XasrError(f"{meta_path}: made with encoder {meta.get('path')} ({key} {have}), "
+                            f"but the model uses {want['path']} ({key} {need}); remake the cache")
     if meta.get("features") != features:
         raise XasrError(f"{meta_path}: made from {meta.get('features')} features, the model reads {features}")
 
@@ -118,7 +120,8 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
         done = {}
         with NumpyFilesWriter(str(out / "arrays" / stem)) as writer, torch.no_grad():
             for batch in loader:
-                h, h_lens = encoder(batch.feats.to(device), batch.feat_lens.to(device))  # (B, T', D)
+                # the part that never trains (the whole encoder unless its top layers train)
+                h, h_lens = encoder.forward_frozen(batch.feats.to(device), batch.feat_lens.to(device))  # (B, T', D)
                 for i, cid in enumerate(batch.ids):
                     arr = h[i, :int(h_lens[i])].to(torch.float16).cpu().numpy()
                     done[cid] = writer.store_array(cid, arr, frame_shift=frame_shift, temporal_dim=0)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -243,6 +243,9 @@ class ConformerEncoder(nn.Module):
     @classmethod
     def from_identity(cls, identity: dict) -> "ConformerEncoder":
         raise XasrError("a conformer encoder is not cached")
+
+    def pretrained_param_names(self) -> List[str]:
+        return []  # every parameter is the model's own
 
     def __init__(self, cfg: ConformerConfig, models_dir: Optional[str] = None) -> None:
         super().__init__()

@@ -5,9 +5,13 @@ Encoders register themselves on import, e.g. ``"conformer"`` (:mod:`xasr.models.
 ``(feats (B, T, F), feat_lens (B,)) -> (h (B, T', D), h_lens (B,))`` and offers what the model
 and the encoder-output cache ask of any encoder: ``Encoder(cfg, models_dir=None)``,
 ``output_dim``, ``pretrained_dir`` (the directory of pretrained weights it loaded, or None),
-``frozen`` (its weights never train), and the class methods ``cache_identity(cfg, models_dir)``
-(what makes two encoders give the same outputs; refused for an encoder that trains) and
-``from_identity(identity)`` (the frozen encoder an identity names).
+``frozen`` (its pretrained part never trains: its outputs may be stored),
+``pretrained_param_names()`` (the parameters that stay the pretrained model's and are never
+saved), and the class methods ``cache_identity(cfg, models_dir)`` (what makes two encoders'
+frozen parts give the same outputs; refused for an encoder that trains) and
+``from_identity(identity)`` (the encoder an identity names). A frozen encoder also splits its
+forward into ``forward_frozen(feats, feat_lens)`` (what is stored) and ``forward_trained(h, h_lens)``
+(layers on top of it that may train; the identity when none do).
 """
 from xasr.utils.registry import Registry
 

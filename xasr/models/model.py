@@ -215,10 +215,11 @@ class XLLMSpeechModel(nn.Module):
     def pretrained_param_names(self) -> List[str]:
         """Parameters that come from frozen pretrained models and are never saved."""
         names = []
+        encoder_pretrained = {"encoder." + n for n in self.encoder.pretrained_param_names()}
         for n, _ in self.named_parameters():
             if n.startswith("llm.") and "lora_" not in n:
                 names.append(n)
-            elif n.startswith("encoder.") and self.encoder.frozen:
+            elif n in encoder_pretrained:
                 names.append(n)
             elif n.startswith("image_encoder."):
                 names.append(n)
@@ -282,20 +283,28 @@ class XLLMSpeechModel(nn.Module):
             return alphas * (tokens / alphas.sum(1).clamp(min=1e-6)).unsqueeze(1)  # (B, T)
 
     def encode_batch(self, batch: Batch):
-        """What the heads read for a batch: the encoder outputs (computed, or as stored in
+        """What the heads read for a batch: the frozen encoder's outputs (computed, or as stored in
         ``batch.encoded``, see :mod:`xasr.data.encoder_cache`), SpecAugment-masked in training
-        when the encoder is frozen (``frozen_*_masks``), then the contextual head if the model has
-        one. Returns (h (B, T', D), h_lens (B,))."""
+        (``frozen_*_masks``), then the encoder's trained top layers if it has some
+        (``forward_trained``), and the contextual head if the model has one. An encoder that
+        trains whole (the Conformer) runs as one. Returns (h (B, T', D), h_lens (B,))."""
         grad = torch.is_grad_enabled()
+        frozen = self.encoder.frozen
         if batch.encoded:
-            if _trains(self.encoder):
+            if not frozen:
                 raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
             h, h_lens = batch.feats, batch.feat_lens
+        elif frozen:
+            with torch.no_grad():
+                h, h_lens = self.encoder.forward_frozen(batch.feats, batch.feat_lens)
         else:
-            with torch.set_grad_enabled(grad and _trains(self.encoder)):  # no graph through a frozen encoder
+            with torch.set_grad_enabled(grad and _trains(self.encoder)):
                 h, h_lens = self.encode(batch.feats, batch.feat_lens)
-        if self.training and not _trains(self.encoder):
+        if self.training and (frozen or not _trains(self.encoder)):
             h = self._mask_frozen(h, h_lens)
+        if frozen:
+            with torch.set_grad_enabled(grad and _trains(self.encoder)):  # the trained top, if any
+                h, h_lens = self.encoder.forward_trained(h, h_lens)
         if self.context is not None:
             with torch.set_grad_enabled(grad and _trains(self.context)):
                 h, h_lens = self.context(h, h_lens)

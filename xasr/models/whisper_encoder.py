@@ -24,13 +24,19 @@ Odd lengths: the stride-2 conv would give ``ceil(T / 2)`` frames, the last one r
 frame after the utterance (padding inside a batch). That frame is dropped, so
 ``h_lens = feat_lens // 2`` and outputs never depend on padding.
 
+Adapting the top: with ``train_top: N`` (and ``freeze: true``) the last N transformer layers and
+the final LayerNorm start from Whisper's weights and train; the rest stays frozen. The encoder
+then runs in two parts, :meth:`forward_frozen` (conv front-end, positions, the frozen layers:
+what ``xasr cache-encoder`` stores) and :meth:`forward_trained` (the top layers and the norm), so
+training on stored outputs costs one pass of the frozen part, as with N = 0.
+
 Registered as ``"whisper"`` in :data:`xasr.models.encoder_registry.ENCODERS`.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +52,7 @@ class WhisperEncoderConfig:
     model_dir: str = "whisper-base"  # installed model name or a transformers Whisper directory
     freeze: bool = True  # no gradients, always in eval mode
     num_layers: Optional[int] = None  # keep only the first N transformer layers (None: all)
+    train_top: int = 0  # with freeze: the top N kept layers and the final norm train (0: none)
 
 
 @ENCODERS.register("whisper")
@@ -72,6 +79,10 @@ class WhisperSpeechEncoder(nn.Module):
             if not 1 <= cfg.num_layers <= total:
                 raise XasrError(f"num_layers={cfg.num_layers}: {model_dir} has {total} encoder layers")
             config.encoder_layers = cfg.num_layers
+        if not 0 <= cfg.train_top <= config.encoder_layers:
+            raise XasrError(f"train_top={cfg.train_top}: the encoder keeps {config.encoder_layers} layers")
+        if cfg.train_top and not cfg.freeze:
+            raise XasrError("train_top needs freeze: true (with freeze: false every layer trains already)")
         config._attn_implementation = "sdpa"
         self.encoder = WhisperEncoder(config)
         state = {}
@@ -92,11 +103,15 @@ class WhisperSpeechEncoder(nn.Module):
         self.encoder.float()
         self.num_mel_bins = config.num_mel_bins
         self.max_frames = 2 * config.max_source_positions
+        self.num_frozen_layers = config.encoder_layers - cfg.train_top
         logger.info("Whisper encoder from %s: %d of %d layers, d_model %d, %.1fM parameters%s", model_dir,
                     config.encoder_layers, total, config.d_model,
-                    sum(p.numel() for p in self.encoder.parameters()) / 1e6, ", frozen" if cfg.freeze else "")
+                    sum(p.numel() for p in self.encoder.parameters()) / 1e6,
+                    (f", the top {cfg.train_top} layers train" if cfg.train_top else ", frozen") if cfg.freeze else "")
         if cfg.freeze:
             self.encoder.requires_grad_(False)
+            for part in self._top_modules():
+                part.requires_grad_(True)
             self.encoder.eval()
 
     frame_shift = 0.02  # seconds per output frame: 10-ms mel frames, halved by the second convolution
@@ -109,20 +124,36 @@ class WhisperSpeechEncoder(nn.Module):
     def frozen(self) -> bool:
         return self.cfg.freeze
 
+    def _top_modules(self) -> List[nn.Module]:
+        """The parts that train with ``train_top`` (the top layers and the final norm)."""
+        if not self.cfg.train_top:
+            return []
+        return [*self.encoder.layers[self.num_frozen_layers:], self.encoder.layer_norm]
+
+    def pretrained_param_names(self) -> List[str]:
+        """Names (in this module) of the parameters that stay Whisper's own and are never saved."""
+        if not self.cfg.freeze:
+            return []
+        trained = {id(p) for m in self._top_modules() for p in m.parameters()}
+        return [n for n, p in self.named_parameters() if id(p) not in trained]
+
     @classmethod
     def cache_identity(cls, cfg: WhisperEncoderConfig, models_dir: Optional[str] = None) -> dict:
-        """Path, weights fingerprint and layer count: what makes two encoders give the same outputs."""
+        """Path, weights fingerprint, layer count and trained top: what makes two encoders' frozen
+        parts give the same outputs."""
         from xasr.pretrained.install import resolve_model_dir
         from xasr.utils.fingerprint import fingerprint
 
         if not cfg.freeze:
             raise XasrError("model.encoder.whisper.freeze is false: a trained encoder cannot be cached")
         d = resolve_model_dir(cfg.model_dir, models_dir)
-        return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d), "num_layers": cfg.num_layers}
+        return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d), "num_layers": cfg.num_layers,
+                "train_top": cfg.train_top}
 
     @classmethod
     def from_identity(cls, identity: dict) -> "WhisperSpeechEncoder":
-        return cls(WhisperEncoderConfig(model_dir=identity["path"], freeze=True, num_layers=identity["num_layers"]))
+        return cls(WhisperEncoderConfig(model_dir=identity["path"], freeze=True, num_layers=identity["num_layers"],
+                                        train_top=int(identity.get("train_top", 0))))
 
     def output_lengths(self, feat_lens: Tensor) -> Tensor:
         """Encoder output lengths for input lengths (B,) -> (B,)."""
@@ -132,15 +163,22 @@ class WhisperSpeechEncoder(nn.Module):
         super().train(mode)
         if self.cfg.freeze:
             self.encoder.eval()
+            for part in self._top_modules():
+                part.train(mode)
         return self
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.forward_trained(*self.forward_frozen(feats, feat_lens))
+
+    def forward_frozen(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """The frozen part: conv front-end, positions and the frozen layers (with ``train_top: 0``
+        also the final norm: the whole encoder). (B, T, n_mels), (B,) -> (B, T // 2, D), (B,)."""
         if feats.dim() != 3 or feats.size(-1) != self.num_mel_bins:
             raise XasrError(f"expected feats (B, T, {self.num_mel_bins}), got {tuple(feats.shape)}")
         if feats.size(1) > self.max_frames:
             raise XasrError(f"{feats.size(1)} frames exceed Whisper's {self.max_frames} (30 s): split the audio")
         enc = self.encoder
-        B, T, _ = feats.shape
+        T = feats.shape[1]
         feat_lens = feat_lens.to(feats.device)
         in_valid = torch.arange(T, device=feats.device)[None, :] < feat_lens[:, None]  # (B, T)
         x = feats.masked_fill(~in_valid[:, :, None], 0.0).transpose(1, 2)  # (B, n_mels, T)
@@ -151,6 +189,18 @@ class WhisperSpeechEncoder(nn.Module):
         x = x + enc.embed_positions.weight[:T2].to(x.dtype)
         x = F.dropout(x, p=enc.dropout, training=enc.training)
         h_lens = self.output_lengths(feat_lens)  # (B,)
+        return self._layers(x, h_lens, enc.layers[:self.num_frozen_layers], final_norm=not self.cfg.train_top)
+
+    def forward_trained(self, x: Tensor, h_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """The top layers and the final norm on the frozen part's output (unchanged without ``train_top``)."""
+        if not self.cfg.train_top:
+            return x, h_lens
+        return self._layers(x, h_lens.to(x.device), self.encoder.layers[self.num_frozen_layers:], final_norm=True)
+
+    def _layers(self, x: Tensor, h_lens: Tensor, layers, final_norm: bool) -> Tuple[Tensor, Tensor]:
+        """``layers`` with a key-padding mask over (B, T2, D), then the final norm if asked;
+        positions beyond ``h_lens`` are zero."""
+        B, T2, _ = x.shape
         valid = torch.arange(T2, device=x.device)[None, :] < h_lens[:, None]  # (B, T2)
         mask = None
         if not bool(valid.all()):
@@ -158,7 +208,8 @@ class WhisperSpeechEncoder(nn.Module):
             key_ok = valid | (h_lens == 0)[:, None]
             mask = torch.zeros(B, 1, 1, T2, dtype=x.dtype, device=x.device)
             mask = mask.masked_fill(~key_ok[:, None, None, :], torch.finfo(x.dtype).min).expand(B, 1, T2, T2)
-        for layer in enc.layers:
+        for layer in layers:
             x = layer(x, mask)
-        x = enc.layer_norm(x)
+        if final_norm:
+            x = self.encoder.layer_norm(x)
         return x.masked_fill(~valid[:, :, None], 0.0), h_lens  # (B, T2, D), (B,)
