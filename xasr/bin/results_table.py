@@ -15,7 +15,7 @@ def main() -> None:
     sets = list(dict.fromkeys(r["set_name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     unit = rows[0]["unit"] if rows else "WER"
-    lines = [f"| method | " + " | ".join(f"{s} {unit} (%)" for s in sets) + " | RTF |",
+    lines = ["| method | " + " | ".join(f"{s} {unit} (%)" for s in sets) + " | RTF |",
              "| --- | " + " | ".join("---:" for _ in sets) + " | ---: |"]
     for m in methods:
         cells, rtfs = [], []
