@@ -7,8 +7,8 @@
 #
 # Usage:
 #   bash benchmarks/scaling.sh --corpus librispeech --hours "1 2 4 8" --root exp/scaling/librispeech
-#   bash benchmarks/scaling.sh --corpus aishell --hours "2 4" --recipe-opts "--stage1-minutes 10" \
-#       --extra "recipes/aishell/results/full.json"
+#   bash benchmarks/scaling.sh --corpus aishell --hours "2 4" --recipe-opts "--stage1-opts 'train.log_interval=50'" \
+#       --extra "exp/other-run/exp/results.json"
 set -euo pipefail
 
 corpus=librispeech
@@ -32,6 +32,8 @@ root=$(realpath -m "${root:-$repo/exp/scaling/$corpus}")
 mkdir -p "$root"
 [ -x "$repo/.venv/bin/python" ] && export PATH="$repo/.venv/bin:$PATH"
 
+# the recipe options as the shell would split them (quotes group a value with spaces)
+eval "opts=($recipe_opts)" || { echo "$0: cannot parse --recipe-opts" >&2; exit 2; }
 runs=()
 for h in $hours; do
   work=$root/h$h
@@ -39,8 +41,7 @@ for h in $hours; do
     echo "$(date '+%F %T') $corpus $h h: done before ($work/exp/results.json)"
   else
     echo "$(date '+%F %T') $corpus $h h: bash recipes/$corpus/run.sh --work-dir $work --train-hours $h $recipe_opts (log: $root/h$h.log)"
-    # shellcheck disable=SC2086
-    bash "$repo/recipes/$corpus/run.sh" --work-dir "$work" --train-hours "$h" $recipe_opts > "$root/h$h.log" 2>&1 \
+    bash "$repo/recipes/$corpus/run.sh" --work-dir "$work" --train-hours "$h" ${opts[@]+"${opts[@]}"} > "$root/h$h.log" 2>&1 \
       || { echo "$0: the $h-h run failed; see $root/h$h.log (rerun this command to go on)" >&2; exit 1; }
   fi
   runs+=("$work/exp/results.json")

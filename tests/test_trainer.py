@@ -301,6 +301,22 @@ def test_resume_refuses_a_checkpoint_of_other_trainable_parts(data, tmp_path):
         train(load_experiment(_overrides(data, exp, *common, "train.max_steps=4", "train.trainable=[ctc]")))
 
 
+def test_resume_refuses_other_optimizer_groups_and_the_encoder_gets_its_rate(data, tmp_path):
+    from xasr.errors import XasrError
+    from xasr.trainer import Trainer, train
+
+    exp = tmp_path / "groups"
+    common = ["train.save_interval=2", "train.average_last=1", "train.max_steps=2",
+              "train.trainable=[encoder,ctc,cformer]"]
+    trainer = Trainer(load_experiment(_overrides(data, tmp_path / "scaled", *common, "optim.encoder_lr_scale=0.25")))
+    heads, encoder = trainer.optimizer.param_groups
+    assert encoder["lr"] == pytest.approx(0.25 * heads["lr"])
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in trainer.model.encoder.parameters()}
+    train(load_experiment(_overrides(data, exp, *common)))
+    with pytest.raises(XasrError, match="other optimizer parameter groups.*encoder_lr_scale"):
+        train(load_experiment(_overrides(data, exp, *common, "train.max_steps=4", "optim.encoder_lr_scale=0.5")))
+
+
 def test_resume_skips_a_damaged_newest_checkpoint_and_refuses_pickles(data, tmp_path):
     """A checkpoint cut short (a full disk, a kill during a non-atomic copy) is skipped with a
     warning naming it; a pickled state.pt (which could run code when loaded) is refused."""

@@ -53,7 +53,8 @@ class_overrides=()
 
 cache_overrides=()
 if [ "$encoder_cache" = true ]; then
-  cache_dir=data/encoder_cache
+  cache_dir=data/encoder_cache  # with --encoder-top N: the outputs of the layers below the top N
+  [ "${encoder_top:-0}" != 0 ] && cache_dir=data/encoder_cache_top$encoder_top
   cache_overrides=(data.encoder_cache="$cache_dir")
 fi
 

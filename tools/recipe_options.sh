@@ -86,6 +86,7 @@ Options (default in brackets):
   --lm-text STR        text files of the n-gram LM [corpus lm-text.txt or training transcripts]
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
   --encoder-top N      stage 1 also trains the top N Whisper layers, at 0.1x the learning rate [$encoder_top]
+                       (trained stages are not redone: change it with a new --work-dir or without exp/)
   --stage1-opts STR    hydra overrides for stage-1 training [\"$stage1_opts\"]
   --stage2-opts STR    hydra overrides for stage-2 training [\"$stage2_opts\"]
   --decode-methods STR decoding methods of the test sets, in the stage-9 benchmark [\"$decode_methods\"]

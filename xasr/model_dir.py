@@ -139,9 +139,9 @@ def _check_frozen(model: XLLMSpeechModel, recorded: Dict[str, dict], where: str,
 
 
 def check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
-    """Refuse to start from a model directory whose C-Former was trained with other settings:
-    its weights would load, but compute something else (e.g. CIF weights from the CTC head
-    there, from the untrained predictor here)."""
+    """Refuse to start from a model directory whose C-Former (or contextual head, or adapted
+    encoder top) was trained with other settings: its weights would load, but compute something
+    else (e.g. CIF weights from the CTC head there, from the untrained predictor here)."""
     from omegaconf import OmegaConf
 
     then = OmegaConf.to_container(OmegaConf.load(model_dir / CONFIG).get("model", {}), resolve=True)
@@ -168,8 +168,14 @@ def check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
 
     for part in ("context", "cformer"):
         compare(f"model.{part}", then.get(part) or {}, now[part])
+    # the encoder's trained top: its adapted layers would load, and then be neither trained nor saved
+    enc = then.get("encoder") or {}
+    top_then = int(((enc.get("whisper") or {}).get("train_top") or 0) if enc.get("name") == "whisper" else 0)
+    top_now = int(cfg.encoder.whisper.train_top if cfg.encoder.name == "whisper" else 0)
+    if top_then != top_now:
+        diffs.append(f"model.encoder.whisper.train_top={top_then} there, {top_now} here")
     if diffs:
-        raise XasrError(f"train.init_from: {model_dir} has another C-Former, contextual head or CTC head: "
+        raise XasrError(f"train.init_from: {model_dir} has another encoder top, C-Former, contextual head or CTC head: "
                         f"{'; '.join(diffs)}. "
                         "Use the same settings as the model it starts from")
 

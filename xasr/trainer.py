@@ -270,6 +270,12 @@ class Trainer:
                 f"{last} was saved by a run that trained other parameters (there, not here: {extra[:2]}; "
                 f"here, not there: {missing[:2]}), so this run cannot resume from it. Remove "
                 f"{self._ckpt_dir()} or choose another train.exp_dir")
+        saved_groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+        groups = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved_groups != groups:
+            raise XasrError(f"{last} was saved with other optimizer parameter groups ({saved_groups} parameters per "
+                            f"group there, {groups} here: optim.encoder_lr_scale changed?), so this run cannot "
+                            f"resume from it. Remove {self._ckpt_dir()} or choose another train.exp_dir")
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)

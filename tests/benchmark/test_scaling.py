@@ -65,3 +65,16 @@ def test_the_command_writes_the_table_and_the_plot(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/scaling.py"), str(tmp_path / "none.json"),
                         "--out-dir", str(tmp_path / "o2")], capture_output=True, text=True)
     assert r.returncode == 1 and "none.json: not a readable results JSON" in r.stderr
+
+
+def test_the_driver_reuses_finished_runs_and_plots_them(tmp_path):
+    for h, main in ((1, 45.0), (2, 40.0)):
+        _results(tmp_path / f"h{h}/exp/results.json", h, main, main + 15, 20.0 + 5 * h)
+    extra = _results(tmp_path / "other.json", None, 35.0, 50.0, 60.0, recorded=False)
+    r = subprocess.run(["bash", str(REPO / "benchmarks/scaling.sh"), "--hours", "1 2", "--root", str(tmp_path),
+                        "--recipe-opts", "--stage1-opts 'a=1 b=2'", "--extra", f"{extra}@3.5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done before") == 2  # no recipe run: both results exist
+    md = (tmp_path / "scaling.md").read_text()
+    assert "| h1 |" in md and "| h2 |" in md and "| other |" in md and (tmp_path / "scaling.png").is_file()

@@ -124,7 +124,7 @@ def training_summary(exp_dir: Path) -> Optional[dict]:
         for row in csv.DictReader(f, delimiter="\t"):
             steps = max(steps, int(float(row.get("step") or 0)))
             epochs = max(epochs, int(float(row.get("epoch") or 0)))
-            if row.get("valid_loss"):
+            if row.get("valid_loss") and math.isfinite(float(row["valid_loss"])):  # nan: no validation set
                 valid.append(float(row["valid_loss"]))
     out = {"steps": steps, "epochs": epochs, "best_valid_loss": round(min(valid), 4) if valid else None}
     cfg_path = exp_dir / "config.yaml"

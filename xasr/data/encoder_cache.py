@@ -93,7 +93,7 @@ def cache_encoder_outputs(cfg, manifests: Sequence[str], out_dir: str, max_durat
     ident = encoder_identity(cfg.model, cfg.models_dir)
     meta = dict(ident, features=cfg.data.features, dtype="float16")
     meta_path = out / CACHE_JSON
-    if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
+    if meta_path.is_file() and {**OLD_CACHE, **json.loads(meta_path.read_text())} != meta:
         raise XasrError(f"{meta_path} was made with another encoder or features; use a new --out-dir")
     meta_path.write_text(json.dumps(meta, indent=1))
 
