@@ -68,7 +68,6 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     # the adapter fitted to the LLM's embeddings of the units, from the stage-1 model
     import json
     from xasr.bin.cli import main as cli
-    from xasr.model_dir import load_model_dir
     stage2 = ["train.stage=2", "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}"]
     assert cli(["align-adapter", *_overrides(data, tmp_path / "unused", *stage2), "--init", str(s1),
                 "--out", str(tmp_path / "s2_init"), "--steps", "300", "--lr", "1e-2"]) == 0
