@@ -129,11 +129,11 @@ def training_summary(exp_dir: Path) -> Optional[dict]:
     out = {"steps": steps, "epochs": epochs, "best_valid_loss": round(min(valid), 4) if valid else None}
     cfg_path = exp_dir / "config.yaml"
     if cfg_path.is_file():
-        import yaml
+        from omegaconf import OmegaConf
 
-        train = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("train") or {}
-        if train.get("max_minutes") is not None:
-            out["max_minutes"] = train["max_minutes"]
+        minutes = OmegaConf.select(OmegaConf.load(cfg_path), "train.max_minutes")
+        if minutes is not None:
+            out["max_minutes"] = minutes
     return out
 
 

@@ -291,7 +291,7 @@ class XLLMSpeechModel(nn.Module):
         grad = torch.is_grad_enabled()
         frozen = self.encoder.frozen
         if batch.encoded:
-            if not frozen:
+            if not frozen and _trains(self.encoder):
                 raise XasrError("the batch holds stored encoder outputs, but the encoder is being trained")
             h, h_lens = batch.feats, batch.feat_lens
         elif frozen:
