@@ -74,6 +74,11 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     fit = json.loads((tmp_path / "s2_init/align.json").read_text())
     assert fit["vectors"] > 50 and fit["valid_vectors"] > 0 and fit["steps"] == 300
     assert fit["squared_error"] < fit["target_variance"]
+    # --max-cuts: the fit reads a seeded subset of the training cuts (memory), all of them when fewer
+    assert cli(["align-adapter", *_overrides(data, tmp_path / "unused", *stage2), "--init", str(s1),
+                "--out", str(tmp_path / "s2_few"), "--steps", "40", "--max-cuts", "2"]) == 0
+    few = json.loads((tmp_path / "s2_few/align.json").read_text())
+    assert 0 < few["vectors"] < fit["vectors"] and few["valid_vectors"] == fit["valid_vectors"]
     aligned, _, _ = load_model_dir(str(tmp_path / "s2_init"))  # a model directory, with stage 1 unchanged
     w_init = _params(tmp_path / "s2_init")
     assert all(torch.equal(w_init[k], v) for k, v in w1.items())

@@ -25,11 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="vectors per update")
     p.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch when collecting")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--max-cuts", type=int, default=8000,
+                   help="fit on at most this many training cuts (a seeded random subset; all when fewer): "
+                        "their vectors are held in memory")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     import logging
+    import random
     import time
     from pathlib import Path
 
@@ -73,12 +77,19 @@ def run(args: argparse.Namespace) -> int:
             model.adapter.unit_table.copy_(targets)
         table = targets
 
-    def vectors(paths):
+    def vectors(paths, limit=0):
         cuts = CutSet.from_files(paths) if len(paths) > 1 else CutSet.from_file(paths[0])
+        if limit > 0:
+            cuts = cuts.to_eager()
+            if len(cuts) > limit:
+                log.info("fitting on %d of the %d training cuts (--max-cuts)", limit, len(cuts))
+                cuts = cuts.shuffle(rng=random.Random(0)).subset(first=limit)
         loader, _ = make_loader(cuts, dataset, collect, train=False)
         return unit_vectors(model, loader, table)
 
-    x, y, base = vectors(train_paths)
+    if args.max_cuts < 1:
+        raise XasrError(f"--max-cuts must be at least 1, not {args.max_cuts}")
+    x, y, base = vectors(train_paths, args.max_cuts)
     valid = vectors(valid_paths) if valid_paths else None
     log.info("%d training and %d validation C-Former vectors in %.0f s", x.shape[0],
              0 if valid is None else valid[0].shape[0], time.time() - t0)
