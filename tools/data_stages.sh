@@ -84,7 +84,7 @@ find_splits
 if in_stages 2; then
   settings="speed_perturb=$speed_perturb min_duration=$min_duration max_duration=$max_duration fbank=$fbank"
   if is_done data/fbank/.done "$settings"; then
-    log "Stage 2: features already there, skipped"
+    log "Stage 2: cuts already there (data/fbank), skipped"
   else
     [ -n "$train_sets$eval_sets" ] || die "no manifests in data/manifests: run stage 1 first"
     what="filtered cuts without features (the encoder reads the audio)"
