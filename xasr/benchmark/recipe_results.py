@@ -105,7 +105,7 @@ def manifest_hours(paths: Sequence[Path]) -> float:
         opener = gzip.open if str(p).endswith(".gz") else open
         try:
             with opener(p, "rt", encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
+                for line in f:
                     if line.strip():
                         total += float(json.loads(line)["duration"])
         except (OSError, ValueError, KeyError) as e:

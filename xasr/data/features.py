@@ -114,11 +114,12 @@ def compute_fbank(corpus: str, manifest_dir: str, output_dir: str, splits: Seque
         tmp = dst.with_name(dst.name.replace(".jsonl.gz", ".partial.jsonl.gz"))
         cuts.to_file(tmp)
         os.replace(tmp, dst)
-        speed = audio_seconds / max(wall, 1e-9) if store_features else None
         if store_features:
+            speed = audio_seconds / max(wall, 1e-9)
             logger.info("%s: %d cuts, %.2f h of audio, features in %.1f s = %.0f s of audio per second "
                         "(%d jobs)", dst, len(cuts), audio_seconds / 3600, wall, speed, num_jobs)
         else:
+            speed = None
             logger.info("%s: %d cuts, %.2f h of audio, no features stored", dst, len(cuts), audio_seconds / 3600)
         stats[split] = {"cuts": len(cuts), "dropped": len(dropped), "hours": audio_seconds / 3600,
                         "wall_seconds": wall, "audio_seconds_per_second": speed}
