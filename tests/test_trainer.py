@@ -99,6 +99,15 @@ def test_stage1_then_stage2_then_decode(data, tmp_path):
     for method in DECODING_METHODS:
         texts = decode(model, batch, method, units).texts
         assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    # stage 2 with the CTC head's draft in the prompt: the saved model decodes with drafts again
+    s2d = train(load_experiment(_overrides(
+        data, tmp_path / "s2d", "train.stage=2", "train.max_steps=2", f"train.init_from={tmp_path / 's2_init'}",
+        "train.trainable=[adapter]", "model.use_llm=true", f"model.llm.path={llm_dir}", "model.llm_draft=ctc",
+        "model.draft_noise=0.2")))
+    drafted, _, units_d = load_model_dir(str(s2d))
+    assert drafted.cfg.llm_draft == "ctc" and drafted.units is not None
+    for method in ("llm_greedy", "llm_rescore", "llm_speculative"):
+        assert len(decode(drafted, batch, method, units_d).texts) == 3
     # the LLM's rescoring without weight keeps the CTC search's best
     rescored = decode(model, batch, "llm_rescore", units, options_for(model).with_ctc_weights(1.0, 0.0))
     assert rescored.texts == decode(model, batch, "ctc_beam", units).texts

@@ -232,4 +232,6 @@ def load_model_dir(model_dir: str, models_dir: Optional[str] = None, device: str
     if missing or unexpected:
         raise XasrError(f"{d / WEIGHTS} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()
-    return model, cfg, spm.SentencePieceProcessor(model_file=str(d / UNITS))
+    units = spm.SentencePieceProcessor(model_file=str(d / UNITS))
+    model.set_units(units)
+    return model, cfg, units

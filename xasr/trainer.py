@@ -106,6 +106,7 @@ class Trainer:
         cfg.model.vocab_size = self.units.get_piece_size()
         _check_image_config(cfg)
         self.model = XLLMSpeechModel(OmegaConf.to_object(cfg.model), models_dir=cfg.models_dir)
+        self.model.set_units(self.units)
         if tc.init_from:
             self._init_from(tc.init_from)
         self.model.set_trainable(list(tc.trainable))

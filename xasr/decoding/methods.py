@@ -71,13 +71,13 @@ class Search:
 
     def llm_inputs(self, method: str):
         """(rows, length bounds, images) for the LLM: per utterance its adapted speech vectors
-        (one zero vector for an empty one), the output bound, and its image vectors or None."""
+        and, for a model trained with drafts, its draft (:meth:`XLLMSpeechModel.llm_rows`; one
+        zero vector for an empty row), the output bound, and its image vectors or None."""
         m = self.model
         if m.llm is None or m.adapter is None:
             raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        speech = m.speech_embeddings(self.cf)  # (B, N, D_llm)
-        rows = [speech[b, :n] if n > 0 else speech.new_zeros(1, speech.shape[-1])
-                for b, n in enumerate(self.cf.lens.tolist())]
+        drafts = m.ctc.greedy_decode(self.ctc_log_probs, self.h_lens) if m.cfg.llm_draft == "ctc" else None
+        rows = m.llm_rows(self.cf, drafts, pad_empty=True)
         bounds = [length_bound(m.llm, t, self.opts) for t in self.cif_texts]
         return rows, bounds, m.image_vectors(self.batch)
 

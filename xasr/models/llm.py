@@ -218,6 +218,14 @@ class FrozenLLM(nn.Module):
                          torch.cat(pictures) if pictures else None)
         return emb, inputs["attention_mask"].to(dev)
 
+    def text_embeddings(self, text: str) -> torch.Tensor:
+        """The frozen table's embeddings (n, D) of a text inside the prompt (cased as the targets)."""
+        if self.cfg.target_case == "lower":
+            text = text.lower()
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        emb = self.model.get_input_embeddings()
+        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+
     # ------------------------------------------------------------------ embedding and loss
     def embed(self, input_ids: torch.Tensor, speech: torch.Tensor,
               image: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -124,6 +124,16 @@ class ModelConfig:
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
     speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
+    # the LLM's prompt also holds a draft transcript after the speech vectors: "ctc", the CTC head's
+    # greedy text (after draft_prefix, embedded by the LLM's own table), so the LLM corrects a draft
+    # instead of reading the vectors alone (generative error correction with the speech in view);
+    # "none": vectors only. In training the draft comes from the (masked) training batch, and each
+    # of its units is then substituted, dropped or followed by a random unit with probability
+    # draft_noise (a third each): training cuts get better drafts than unseen ones, and an LLM that
+    # learned to copy them would copy the errors of unseen ones too
+    llm_draft: str = "none"
+    draft_noise: float = 0.0
+    draft_prefix: str = "\nDraft: "
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
 
@@ -146,6 +156,27 @@ def read_unit_classes(path: str, vocab_size: int) -> List[int]:
     return ids
 
 
+def corrupt_units(units: Sequence[int], p: float, vocab_size: int, first: int = 3) -> List[int]:
+    """A noisy copy of a unit sequence: each unit is, with probability p / 3 each, replaced by a
+    random unit, dropped, or kept and followed by a random unit (ids ``first`` .. vocab_size - 1:
+    never blank, sos/eos or unk). Draws come from torch's global generator (a seed repeats them)."""
+    if p <= 0 or not units:
+        return list(units)
+    draws = torch.rand(len(units)).tolist()
+    randoms = torch.randint(first, max(first + 1, vocab_size), (len(units),)).tolist()
+    out: List[int] = []
+    for u, r, x in zip(units, draws, randoms):
+        if r < p / 3:
+            out.append(x)
+        elif r < 2 * p / 3:
+            continue
+        elif r < p:
+            out.extend((u, x))
+        else:
+            out.append(u)
+    return out
+
+
 def never_saved(key: str) -> bool:
     """State entries of the frozen LLM (LoRA aside) and image encoder, parameters and buffers."""
     return (key.startswith("llm.") and "lora_" not in key) or key.startswith("image_encoder.")
@@ -164,6 +195,9 @@ class XLLMSpeechModel(nn.Module):
             raise ValueError("model.vocab_size must be set (the number of units)")
         self.cfg = cfg
         self.models_dir = models_dir
+        if cfg.llm_draft not in ("none", "ctc"):
+            raise ValueError(f"model.llm_draft must be none or ctc, not {cfg.llm_draft!r}")
+        self.units = None  # the sentencepiece units (set_units): the text of a draft
         name = cfg.encoder.name
         self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name), models_dir=models_dir)
         enc_dim = self.encoder.output_dim
@@ -370,11 +404,17 @@ class XLLMSpeechModel(nn.Module):
             raise ValueError("stage 2 needs model.use_llm=true")
         if stage == 3 and self.qformer is None:
             raise ValueError("stage 3 needs model.image.enabled=true")
-        speech = self.speech_embeddings(cf)  # (B, N, D_llm)
-        flat = torch.cat([speech[b, :int(cf.lens[b])] for b in range(speech.shape[0])])
+        drafts = None
+        if self.cfg.llm_draft == "ctc":
+            with torch.no_grad():
+                drafts = self.ctc.greedy_decode(self.ctc(h).detach(), h_lens)
+            if self.training and self.cfg.draft_noise > 0:
+                drafts = [corrupt_units(d, self.cfg.draft_noise, self.cfg.vocab_size) for d in drafts]
+        rows = self.llm_rows(cf, drafts)
+        flat = torch.cat(rows)
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
         n_image = None if images is None else [0 if v is None else int(v.shape[0]) for v in images]
-        inputs = self.llm.build_inputs(cf.lens.tolist(), targets=batch.texts, n_image=n_image)
+        inputs = self.llm.build_inputs([int(r.shape[0]) for r in rows], targets=batch.texts, n_image=n_image)
         dev = feats.device
         image_flat = torch.cat([v for v in images if v is not None]) if n_image and any(n_image) else None
         emb = self.llm.embed(inputs["input_ids"].to(dev), flat, image_flat)
@@ -430,6 +470,29 @@ class XLLMSpeechModel(nn.Module):
         """The CTC head's class id per unit (numpy, (V,)) when it ties homophones, else None."""
         classes = getattr(self.ctc.proj, "classes", None)
         return None if classes is None else classes.cpu().numpy()
+
+    def set_units(self, units) -> None:
+        """The sentencepiece units the model was trained on: a draft's text (``llm_draft``)."""
+        self.units = units
+
+    def llm_rows(self, cf, drafts: Optional[List[List[int]]] = None, pad_empty: bool = False) -> List[Tensor]:
+        """What the LLM reads in place of its speech placeholder, per utterance: the S-Adapter's
+        vectors (n_b, D_llm), then with ``llm_draft`` the embedded draft prefix and text of the
+        units ``drafts[b]``. ``pad_empty``: a row with nothing gets one zero vector (generation
+        needs a prompt position); without it such a row is empty."""
+        speech = self.speech_embeddings(cf)  # (B, N, D_llm)
+        rows = [speech[b, :n] for b, n in enumerate(cf.lens.tolist())]
+        if self.cfg.llm_draft != "none":
+            if drafts is None or len(drafts) != len(rows):
+                raise ValueError(f"model.llm_draft={self.cfg.llm_draft} needs a draft per utterance")
+            if self.units is None:
+                raise XasrError("model.llm_draft needs the model's units (XLLMSpeechModel.set_units)")
+            texts = [self.units.decode(list(d)) for d in drafts]
+            rows = [torch.cat([r, self.llm.text_embeddings(self.cfg.draft_prefix + t).to(r.dtype)])
+                    for r, t in zip(rows, texts)]
+        if pad_empty:
+            rows = [r if r.shape[0] > 0 else speech.new_zeros(1, speech.shape[-1]) for r in rows]
+        return rows
 
     def speech_embeddings(self, cf) -> Tensor:
         """The S-Adapter's output for the C-Former's vectors (and, with posterior_mix, its head's

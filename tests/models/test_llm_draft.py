@@ -1,0 +1,125 @@
+"""A draft transcript in the LLM's prompt (model.llm_draft=ctc): the CTC head's greedy text after the
+speech vectors, noisy in training only."""
+import pytest
+import torch
+
+from tests.models.tiny_llm import make_tiny_llm
+from xasr.data.dataset import Batch
+from xasr.errors import XasrError
+from xasr.models.cformer import CFormerConfig
+from xasr.models.conformer import ConformerConfig
+from xasr.models.llm import LLMConfig
+from xasr.models.model import EncoderSection, ModelConfig, XLLMSpeechModel, corrupt_units
+
+VOCAB = 8
+LETTERS = "..._abcde"  # ids 0-2 are blank, sos/eos, unk; 3 is a space
+
+
+class Units:
+    """Stands in for the sentencepiece units: id i >= 3 is LETTERS[i]."""
+
+    def decode(self, ids):
+        return "".join(LETTERS[i] for i in ids).replace("_", " ")
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory):
+    return make_tiny_llm(tmp_path_factory.mktemp("llm"))
+
+
+def _model(llm_dir, draft="ctc", noise=0.0):
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderSection(conformer=ConformerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64,
+                                                                       conv_kernel=3, spec_augment=False)),
+                      cformer=CFormerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64), vocab_size=VOCAB,
+                      use_llm=True, llm=LLMConfig(path=str(llm_dir)), llm_draft=draft, draft_noise=noise)
+    model = XLLMSpeechModel(cfg)
+    model.set_units(Units())
+    return model
+
+
+def _fixed_ctc(model, monkeypatch, paths):
+    """The CTC head's output made to spell ``paths`` (one unit per frame, blank after them)."""
+    def forward(h):
+        logits = torch.full((h.shape[0], h.shape[1], VOCAB), -10.0)
+        logits[..., model.ctc.blank_id] = 10.0
+        for r, path in enumerate(paths):
+            for t, v in enumerate(path):
+                logits[r, t] = -10.0
+                logits[r, t, v] = 10.0
+        return logits.log_softmax(-1)
+    monkeypatch.setattr(model.ctc, "forward", forward)
+
+
+def _batch():
+    torch.manual_seed(1)
+    return Batch(feats=torch.randn(2, 48, 80), feat_lens=torch.tensor([48, 40]), texts=["the cat", "hello"],
+                 tokens=torch.tensor([[4, 5, 6], [6, 7, -1]]), token_lens=torch.tensor([3, 2]))
+
+
+def test_corrupt_units_is_seeded_keeps_special_ids_out_and_does_nothing_at_zero():
+    units = [3 + (i % 5) for i in range(3000)]
+    assert corrupt_units(units, 0.0, VOCAB) == units
+    torch.manual_seed(5)
+    a = corrupt_units(units, 0.3, VOCAB)
+    torch.manual_seed(5)
+    assert corrupt_units(units, 0.3, VOCAB) == a
+    assert a != units and all(3 <= u < VOCAB for u in a)
+    # drops and insertions come in equal shares: the length stays about the same
+    assert abs(len(a) - len(units)) < 0.05 * len(units)
+    torch.manual_seed(6)
+    b = corrupt_units(units, 1.0, VOCAB)  # every unit touched: no run of the input is left as it was
+    assert b != units and corrupt_units([], 0.5, VOCAB) == []
+
+
+def test_rows_hold_the_speech_vectors_then_the_embedded_draft(llm_dir, monkeypatch):
+    model = _model(llm_dir).eval()
+    _fixed_ctc(model, monkeypatch, [[4, 0, 5, 5, 0, 3, 6], [7, 0, 0]])
+    batch = _batch()
+    h, h_lens = model.encode_batch(batch)
+    drafts = model.ctc.greedy_decode(model.ctc(h), h_lens)
+    assert drafts == [[4, 5, 3, 6], [7]]
+    cf = model.cformer(h, h_lens, target_lens=batch.token_lens)
+    rows = model.llm_rows(cf, drafts)
+    speech = model.speech_embeddings(cf)
+    for b, text in enumerate(["ab c", "d"]):
+        n = int(cf.lens[b])
+        ids = model.llm.tokenizer.encode(model.cfg.draft_prefix + text, add_special_tokens=False)
+        assert rows[b].shape[0] == n + len(ids)
+        assert torch.equal(rows[b][:n], speech[b, :n])
+        assert torch.equal(rows[b][n:], model.llm.model.get_input_embeddings()(torch.tensor(ids)))
+    # without a draft the rows are the vectors alone; a model that needs drafts refuses to go without
+    plain = _model(llm_dir, draft="none").eval()
+    cf0 = plain.cformer(h, h_lens, target_lens=batch.token_lens)
+    assert [r.shape[0] for r in plain.llm_rows(cf0)] == cf0.lens.tolist()
+    with pytest.raises(ValueError, match="needs a draft"):
+        model.llm_rows(cf)
+    model.units = None
+    with pytest.raises(XasrError, match="units"):
+        model.llm_rows(cf, drafts)
+
+
+def test_stage2_reads_the_draft_and_corrupts_it_only_in_training(llm_dir, monkeypatch):
+    model = _model(llm_dir, noise=0.9)
+    _fixed_ctc(model, monkeypatch, [[4, 5, 3, 6, 7, 4, 5], [7, 6, 5]])
+    seen = []
+    build = model.llm.build_inputs
+    monkeypatch.setattr(model.llm, "build_inputs", lambda n, **kw: seen.append(list(n)) or build(n, **kw))
+    batch = _batch()
+    model.eval()
+    with torch.no_grad():
+        first, again = model(batch, stage=2)["loss"], model(batch, stage=2)["loss"]
+    assert torch.equal(first, again)  # evaluation: the draft as the head wrote it
+    assert seen[0] == seen[1]
+    cf = model.cformer(*model.encode_batch(batch), target_lens=batch.token_lens)
+    draft_tokens = [len(model.llm.tokenizer.encode(model.cfg.draft_prefix + t, add_special_tokens=False))
+                    for t in ("ab cdab", "dcb")]
+    assert seen[0] == [n + d for n, d in zip(cf.lens.tolist(), draft_tokens)]
+    model.train()
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            losses.append(model(batch, stage=2)["loss"])
+    assert torch.equal(losses[0], losses[1])  # training: noisy, and the seed repeats the noise
+    assert seen[2] != seen[0]  # at 0.9 per unit the noisy drafts do not keep every length
