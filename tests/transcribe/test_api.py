@@ -71,7 +71,7 @@ def test_fbank_model_text_equals_decoding_the_features_directly(asr, tmp_path):
     ours = asr.transcribe([(x, SR) for x in signals], method="cif_greedy", max_batch_seconds=4.0)
     fb = feature_function("fbank", 80)
     for x, r in zip(signals, ours):
-        ref = decode(asr.model, make_batch(["x"], [fb(x)], [len(x) / SR]), "cif_greedy", asr.units).texts[0]
+        ref = decode(asr.model, make_batch(["x"], [fb(x)], [len(x) / SR], "fbank"), "cif_greedy", asr.units).texts[0]
         assert r.text == ref and r.segments[0].text == ref
         assert (r.segments[0].start, r.segments[0].end) == (0.0, len(x) / SR)
     assert len({r.text for r in ours}) == 4  # distinct inputs, distinct texts: the check has teeth

@@ -42,6 +42,16 @@ def test_fbank_equals_the_stored_training_features(tmp_path):
         ours = fbank(audio).numpy()
         assert ours.shape == stored[c_id].shape
         np.testing.assert_allclose(ours, stored[c_id], atol=0.02)  # lilcom storage: 2^-6 steps
+    # a decoding batch is padded as a training batch of the stored features (not with zeros)
+    from xasr.data.dataset import AsrDataset
+
+    trained = AsrDataset(None, "fbank")[CutSet.from_file(tmp_path / "f/tiny_cuts_test.jsonl.gz")]  # longest first
+    ours = make_batch(["u1", "u0"], [fbank(sf.read(tmp_path / f"u{i}.wav", dtype="float32")[0]) for i in (1, 0)],
+                      [2.0, 1.37], "fbank")
+    assert torch.equal(trained.feat_lens, ours.feat_lens)
+    n = int(ours.feat_lens[1])
+    assert torch.equal(ours.feats[1, n:], trained.feats[1, n:]) and float(ours.feats[1, n:].max()) < -20
+    torch.testing.assert_close(ours.feats, trained.feats, atol=0.02, rtol=0)
 
 
 def test_whisper_mel_equals_the_training_dataset(tmp_path):
@@ -52,7 +62,7 @@ def test_whisper_mel_equals_the_training_dataset(tmp_path):
     batch = AsrDataset(None, "whisper_mel")[cuts]  # longest first
     mel = feature_function("whisper_mel", 80)
     feats = [mel(sf.read(tmp_path / f"u{i}.wav", dtype="float32")[0]) for i in (0, 1)]
-    ours = make_batch(["u0", "u1"], feats, [2.3, 1.0])
+    ours = make_batch(["u0", "u1"], feats, [2.3, 1.0], "whisper_mel")
     assert batch.ids == ours.ids
     assert torch.equal(batch.feat_lens, ours.feat_lens)
     assert torch.equal(batch.feats, ours.feats)

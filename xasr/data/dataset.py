@@ -73,6 +73,18 @@ class Batch:
                         for f, v in ((f.name, getattr(self, f.name)) for f in fields(self))})
 
 
+def feature_pad_value(kind: str) -> float:
+    """What a batch of features of this kind is padded with: lhotse's log(1e-10) for fbank (as
+    ``collate_features`` pads stored ones, so the same in training and in decoding), 0 for
+    Whisper's log-mel (Whisper pads the audio with zeros, which its log-mel maps near 0 after the
+    normalization)."""
+    if kind == "fbank":
+        from lhotse.utils import LOG_EPSILON
+
+        return float(LOG_EPSILON)
+    return 0.0
+
+
 def pad_features(feats: Sequence[Tensor], value: float = 0.0) -> "tuple[Tensor, Tensor]":
     """[(T_i, F), ...] -> (B, max T_i, F) padded with ``value``, and lengths (B,)."""
     if not feats:
@@ -122,10 +134,8 @@ class AsrDataset(torch.utils.data.Dataset):
 
             if self._fbank is None:
                 self._fbank = fbank_extractor()
-            from lhotse.utils import LOG_EPSILON
-
             feats, feat_lens = pad_features([torch.as_tensor(c.compute_features(self._fbank)) for c in cuts],
-                                            value=LOG_EPSILON)  # as collate_features pads stored ones
+                                            value=feature_pad_value("fbank"))
         else:
             from xasr.data.whisper_mel import whisper_log_mel
 

@@ -489,7 +489,7 @@ class Transcriber:
             ids = [f"{item.source.id}#{k}" for item, k in chosen]
             durs = [(item.spans[k][1] - item.spans[k][0]) / self.sample_rate for item, k in chosen]
             t0 = time.time()
-            batch = make_batch(ids, feats, durs).to(self.device)
+            batch = make_batch(ids, feats, durs, self.features).to(self.device)
             result = decode(self.model, batch, method, self.units, self.options, keep_ctc=self.word_timestamps)
             texts = result.texts
             wall = time.time() - t0

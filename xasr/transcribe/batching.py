@@ -8,7 +8,7 @@ encoder's input size, 80 in the recipes) or ``"whisper_mel"``
 (:func:`xasr.data.whisper_mel.whisper_log_mel`, per segment as training computes it
 per utterance).
 Out: the batch keys :class:`xasr.data.dataset.AsrDataset` produces and ``decode`` reads:
-``ids``, ``feats`` (B, T, F) zero-padded, ``feat_lens`` (B,), ``durations`` (B,) and ``texts``
+``ids``, ``feats`` (B, T, F) padded as training pads them, ``feat_lens`` (B,), ``durations`` (B,) and ``texts``
 (empty strings).
 """
 from __future__ import annotations
@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xasr.data.dataset import Batch, pad_features
+from xasr.data.dataset import Batch, feature_pad_value, pad_features
 
 FEATURE_TYPES = ("fbank", "whisper_mel")
 
 
-def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float]) -> Batch:
-    """A :class:`xasr.data.dataset.Batch` of segments' features (T_i, F), in the order given."""
-    padded, lens = pad_features(feats)
+def make_batch(ids: Sequence[str], feats: Sequence[Tensor], durations: Sequence[float], kind: str) -> Batch:
+    """A :class:`xasr.data.dataset.Batch` of segments' features (T_i, F) of ``kind``, in the order
+    given, padded as training pads that kind (:func:`xasr.data.dataset.feature_pad_value`)."""
+    padded, lens = pad_features(feats, value=feature_pad_value(kind))
     return Batch(padded, lens, ids=list(ids), texts=[""] * len(ids),
                  durations=torch.tensor([float(d) for d in durations]))
 
