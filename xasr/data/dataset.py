@@ -74,10 +74,9 @@ class Batch:
 
 
 def feature_pad_value(kind: str) -> float:
-    """What a batch of features of this kind is padded with: lhotse's log(1e-10) for fbank (as
-    ``collate_features`` pads stored ones, so the same in training and in decoding), 0 for
-    Whisper's log-mel (Whisper pads the audio with zeros, which its log-mel maps near 0 after the
-    normalization)."""
+    """What a batch of features of this kind is padded with, in training (:class:`AsrDataset`) and
+    in decoding alike: lhotse's log(1e-10) for fbank (as ``collate_features`` pads stored ones),
+    0 for Whisper's log-mel."""
     if kind == "fbank":
         from lhotse.utils import LOG_EPSILON
 
@@ -140,7 +139,7 @@ class AsrDataset(torch.utils.data.Dataset):
             from xasr.data.whisper_mel import whisper_log_mel
 
             feats, feat_lens = pad_features([torch.as_tensor(whisper_log_mel(c.load_audio()[0], c.sampling_rate))
-                                           for c in cuts])
+                                           for c in cuts], value=feature_pad_value("whisper_mel"))
         texts = batch_texts(cuts)
         batch = Batch(feats, feat_lens, ids=[c.id for c in cuts], texts=texts,
                       durations=torch.tensor([c.duration for c in cuts]), encoded=self.encoded,
