@@ -70,6 +70,12 @@ def test_corrupt_units_is_seeded_keeps_special_ids_out_and_does_nothing_at_zero(
     torch.manual_seed(6)
     b = corrupt_units(units, 1.0, VOCAB)  # every unit touched: no run of the input is left as it was
     assert b != units and corrupt_units([], 0.5, VOCAB) == []
+    # substitutions only keep the length; deletions only shorten by about p
+    assert len(corrupt_units(units, 0.3, VOCAB, shares=(1, 0, 0))) == len(units)
+    dropped = len(units) - len(corrupt_units(units, 0.3, VOCAB, shares=(0, 1, 0)))
+    assert 0.25 * len(units) < dropped < 0.35 * len(units)
+    with pytest.raises(ValueError, match="shares"):
+        corrupt_units(units, 0.3, VOCAB, shares=(1, -1, 0))
 
 
 def test_rows_hold_the_speech_vectors_then_the_embedded_draft(llm_dir, monkeypatch):

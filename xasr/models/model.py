@@ -129,10 +129,13 @@ class ModelConfig:
     # instead of reading the vectors alone (generative error correction with the speech in view);
     # "none": vectors only. In training the draft comes from the (masked) training batch, and each
     # of its units is then substituted, dropped or followed by a random unit with probability
-    # draft_noise (a third each): training cuts get better drafts than unseen ones, and an LLM that
-    # learned to copy them would copy the errors of unseen ones too
+    # draft_noise, split between the three as draft_noise_shares (substitution, deletion,
+    # insertion): training cuts get better drafts than unseen ones, and an LLM that learned to
+    # copy them would copy the errors of unseen ones too. Set both from the head's errors on dev
+    # minus those on training cuts
     llm_draft: str = "none"
     draft_noise: float = 0.0
+    draft_noise_shares: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     draft_prefix: str = "\nDraft: "
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
 
@@ -156,19 +159,25 @@ def read_unit_classes(path: str, vocab_size: int) -> List[int]:
     return ids
 
 
-def corrupt_units(units: Sequence[int], p: float, vocab_size: int, first: int = 3) -> List[int]:
-    """A noisy copy of a unit sequence: each unit is, with probability p / 3 each, replaced by a
-    random unit, dropped, or kept and followed by a random unit (ids ``first`` .. vocab_size - 1:
-    never blank, sos/eos or unk). Draws come from torch's global generator (a seed repeats them)."""
+def corrupt_units(units: Sequence[int], p: float, vocab_size: int, first: int = 3,
+                  shares: Sequence[float] = (1.0, 1.0, 1.0)) -> List[int]:
+    """A noisy copy of a unit sequence: each unit is, with probability p in all, replaced by a
+    random unit, dropped, or kept and followed by a random unit, in the proportions ``shares``
+    (substitution, deletion, insertion; random ids ``first`` .. vocab_size - 1: never blank,
+    sos/eos or unk). Draws come from torch's global generator (a seed repeats them)."""
     if p <= 0 or not units:
         return list(units)
+    if len(shares) != 3 or min(shares) < 0 or sum(shares) <= 0:
+        raise ValueError(f"draft noise shares must be 3 non-negative numbers, not {list(shares)}")
+    total = float(sum(shares))
+    sub, dele = p * shares[0] / total, p * (shares[0] + shares[1]) / total
     draws = torch.rand(len(units)).tolist()
     randoms = torch.randint(first, max(first + 1, vocab_size), (len(units),)).tolist()
     out: List[int] = []
     for u, r, x in zip(units, draws, randoms):
-        if r < p / 3:
+        if r < sub:
             out.append(x)
-        elif r < 2 * p / 3:
+        elif r < dele:
             continue
         elif r < p:
             out.extend((u, x))
@@ -409,7 +418,8 @@ class XLLMSpeechModel(nn.Module):
             with torch.no_grad():
                 drafts = self.ctc.greedy_decode(self.ctc(h).detach(), h_lens)
             if self.training and self.cfg.draft_noise > 0:
-                drafts = [corrupt_units(d, self.cfg.draft_noise, self.cfg.vocab_size) for d in drafts]
+                drafts = [corrupt_units(d, self.cfg.draft_noise, self.cfg.vocab_size,
+                                        shares=self.cfg.draft_noise_shares) for d in drafts]
         rows = self.llm_rows(cf, drafts)
         flat = torch.cat(rows)
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
