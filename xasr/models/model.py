@@ -131,8 +131,9 @@ class ModelConfig:
     # of its units is then substituted, dropped or followed by a random unit with probability
     # draft_noise, split between the three as draft_noise_shares (substitution, deletion,
     # insertion): training cuts get better drafts than unseen ones, and an LLM that learned to
-    # copy them would copy the errors of unseen ones too. Set both from the head's errors on dev
-    # minus those on training cuts
+    # copy them would copy the errors of unseen ones too. On Aishell, noise at the head's dev-minus-
+    # training error rate in equal shares beat the same noise shaped as the head's errors
+    # (recipes/aishell/RESULTS.md)
     llm_draft: str = "none"
     draft_noise: float = 0.0
     draft_noise_shares: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
