@@ -66,6 +66,11 @@ class Search:
         return m.cformer(self.h, self.h_lens, alphas=m.cif_alphas(self.h, self.h_lens, self.ctc_log_probs))
 
     @functools.cached_property
+    def ctc_units(self) -> List[List[int]]:
+        """The CTC head's greedy units per utterance (its text, a speculative or a prompt draft)."""
+        return self.model.ctc.greedy_decode(self.ctc_log_probs, self.h_lens)
+
+    @functools.cached_property
     def cif_texts(self) -> List[str]:
         return [self.units.decode(u) for u in self.model.cformer.greedy_units(self.cf.logits, self.cf.lens)]
 
@@ -76,7 +81,7 @@ class Search:
         m = self.model
         if m.llm is None or m.adapter is None:
             raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        drafts = m.ctc.greedy_decode(self.ctc_log_probs, self.h_lens) if m.cfg.llm_draft == "ctc" else None
+        drafts = self.ctc_units if m.cfg.llm_draft == "ctc" else None
         rows = m.llm_rows(self.cf, drafts, pad_empty=True)
         bounds = [length_bound(m.llm, t, self.opts) for t in self.cif_texts]
         return rows, bounds, m.image_vectors(self.batch)
@@ -148,7 +153,7 @@ def _llm_texts(s: Search, ids) -> List[str]:
 
 @METHODS.register("ctc_greedy")
 def _ctc_greedy(s: Search) -> DecodeResult:
-    texts = [s.units.decode(u) for u in s.model.ctc.greedy_decode(s.ctc_log_probs, s.h_lens)]
+    texts = [s.units.decode(u) for u in s.ctc_units]
     return DecodeResult(texts, DecodeStats(utterances=s.utterances()))
 
 
@@ -219,7 +224,7 @@ def _speculative(s: Search, method: str, threshold: Optional[float]) -> DecodeRe
     if images is not None and any(v is not None for v in images):
         raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
     if s.opts.speculative_draft == "ctc":
-        draft_texts = [s.units.decode(u) for u in s.model.ctc.greedy_decode(s.ctc_log_probs, s.h_lens)]
+        draft_texts = [s.units.decode(u) for u in s.ctc_units]
         confidence = head_confidence(s.ctc_log_probs, s.h_lens)
     else:
         draft_texts, confidence = s.cif_texts, head_confidence(s.cf.logits, s.cf.lens)

@@ -58,9 +58,7 @@ def unit_targets(units, llm) -> Tensor:
         piece = units.id_to_piece(i)
         if piece.startswith("<") and piece.endswith(">"):
             continue
-        text = piece.replace("\u2581", " ")
-        if llm.cfg.target_case == "lower":
-            text = text.lower()
+        text = llm.cased(piece.replace("\u2581", " "))
         ids = llm.tokenizer.encode(text, add_special_tokens=False)
         if not ids and text.strip() != text:
             ids = llm.tokenizer.encode(text.strip(), add_special_tokens=False)

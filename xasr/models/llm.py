@@ -159,11 +159,13 @@ class FrozenLLM(nn.Module):
             self._prompt_cache[with_image] = ids
         return self._prompt_cache[with_image]
 
+    def cased(self, text: str) -> str:
+        """A text as the LLM reads and writes transcripts (``target_case``)."""
+        return text.lower() if self.cfg.target_case == "lower" else text
+
     def target_ids(self, text: str) -> List[int]:
-        if self.cfg.target_case == "lower":
-            text = text.lower()
         lead = "" if self._has_template() else " "
-        return self.tokenizer.encode(lead + text + self.end_text, add_special_tokens=False)
+        return self.tokenizer.encode(lead + self.cased(text) + self.end_text, add_special_tokens=False)
 
     def build_inputs(self, n_speech: Sequence[int], targets: Optional[Sequence[str]] = None,
                      n_image: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
@@ -220,9 +222,7 @@ class FrozenLLM(nn.Module):
 
     def text_embeddings(self, text: str) -> torch.Tensor:
         """The frozen table's embeddings (n, D) of a text inside the prompt (cased as the targets)."""
-        if self.cfg.target_case == "lower":
-            text = text.lower()
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self.tokenizer.encode(self.cased(text), add_special_tokens=False)
         emb = self.model.get_input_embeddings()
         return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
 

@@ -396,6 +396,7 @@ class XLLMSpeechModel(nn.Module):
         with torch.set_grad_enabled(grad and (acoustic_trains or _trains(self.cformer))):
             cf = self.cformer(h, h_lens, target_lens=token_lens, alphas=self.cif_alphas(h, h_lens))
         n_units = token_lens.sum()
+        log_probs = None
         if stage == 1 or _trains(self.cformer):
             log_probs = self.ctc(h)
             ctc = self.ctc.loss(log_probs, h_lens, tokens.clamp(min=0), token_lens)  # per unit
@@ -416,8 +417,8 @@ class XLLMSpeechModel(nn.Module):
             raise ValueError("stage 3 needs model.image.enabled=true")
         drafts = None
         if self.cfg.llm_draft == "ctc":
-            with torch.no_grad():
-                drafts = self.ctc.greedy_decode(self.ctc(h).detach(), h_lens)
+            with torch.no_grad():  # the stage-1 loss's log-probs when the C-Former still trains
+                drafts = self.ctc.greedy_decode((self.ctc(h) if log_probs is None else log_probs).detach(), h_lens)
             if self.training and self.cfg.draft_noise > 0:
                 drafts = [corrupt_units(d, self.cfg.draft_noise, self.cfg.vocab_size,
                                         shares=self.cfg.draft_noise_shares) for d in drafts]
