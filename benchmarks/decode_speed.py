@@ -19,7 +19,10 @@ peak RSS of the process that ran it, and how many utterances equal ``llm_greedy`
 
 Each method runs in its own process (so peak RSS is its own), after one warm-up batch that is
 not timed; the model loading is not timed. ``METHOD@ctc`` decodes METHOD with the CTC head as
-the draft (``model.speculative_draft=ctc``). Run it from the recipe directory: the manifests'
+the draft (``model.speculative_draft=ctc``); ``METHOD+units`` (also ``METHOD@ctc+units``) with the
+LLM scoring only the tokens the units spell (``model.llm_vocab=units``), ``METHOD+full`` with its
+whole vocabulary (the default is the model's own setting); a speculative method is compared with
+``llm_greedy`` of the same vocabulary. Run it from the recipe directory: the manifests'
 feature paths are relative to it.
 """
 from __future__ import annotations
@@ -79,9 +82,11 @@ def run_one(args: argparse.Namespace) -> Dict[str, object]:
     from xasr.decoding.methods import options_for
     from xasr.decoding.speculative import DecodeStats
 
-    method, _, draft = args.one.partition("@")
+    spec, _, vocab = args.one.partition("+")
+    method, _, draft = spec.partition("@")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
-    opts = options_for(model, speculative_draft=draft or None, fast_path_threshold=args.fast_path_threshold)
+    opts = options_for(model, speculative_draft=draft or None, fast_path_threshold=args.fast_path_threshold,
+                       llm_vocab=vocab or None)
     features = cfg.data.features
     # warm-up, two cuts (decode_cuts fails on one: lhotse's bucketing wants two buckets)
     decode_cuts(model, units, cuts.subset(first=2), method, features, args.max_duration, args.device, opts=opts)
@@ -130,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model-dir", help="a trained xasr model directory")
     p.add_argument("--cuts", required=True, help="a cut manifest (paths inside relative to the working directory)")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                   help="decoding methods; METHOD@ctc drafts with the CTC head")
+                   help="decoding methods; METHOD@ctc drafts with the CTC head, METHOD+units scores only the "
+                        "tokens the units spell (METHOD+full: all)")
     p.add_argument("--system", action="append", default=[],
                    help="an extra system spec for xasr.benchmark.systems, e.g. faster-whisper:whisper-base:int8")
     p.add_argument("--limit", type=int, default=0, help="only the first N cuts (0: all)")
@@ -210,12 +216,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
     for name, why in failed.items():
         print(f"{name}: failed ({why})")
-    if "llm_greedy" in results:
-        greedy = results["llm_greedy"]["hyps"]
-        for name, r in results.items():
-            if name != "llm_greedy" and name.startswith(("llm_speculative", "llm_fast")):
-                same = sum(r["hyps"].get(k) == v for k, v in greedy.items())
-                print(f"{name} == llm_greedy on {same}/{len(greedy)} utterances")
+    for name, r in results.items():
+        vocab = name.partition("+")[2]
+        ref = "llm_greedy" + (f"+{vocab}" if vocab else "")
+        if name.startswith(("llm_speculative", "llm_fast")) and ref in results:
+            greedy = results[ref]["hyps"]
+            same = sum(r["hyps"].get(k) == v for k, v in greedy.items())
+            print(f"{name} == {ref} on {same}/{len(greedy)} utterances")
     print("# columns: calls = batched LLM forward calls (one runs every unfinished row of its batch); "
           "passes = LLM forward passes counted per row; positions = positions run after the prompts, "
           "padding included (what a pass costs on a CPU); accepted = % of draft tokens (end-of-turn included) that "

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--homophone-scale", type=float, default=None,
                    help="ctc_beam and llm_rescore with a CTC head that ties homophones: scale of a unit's share of "
                         "its class in the prefix search, in [0, 1] (1: off; default: the model's model.homophone_scale)")
+    p.add_argument("--llm-vocab", choices=["full", "units"], default=None,
+                   help="LLM decodings: score the LLM's whole vocabulary or only the tokens the units spell "
+                        "(faster; default: the model's model.llm_vocab)")
     p.add_argument("--save-decoding", action="store_true",
                    help="with --tune-rescore-on: write llm_rescore and the weights chosen into the model directory's "
                         "decoding.json, so that xasr transcribe uses them by default")
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_dir(args.model_dir, "--model-dir")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     opts = options_for(model, homophone_scale=args.homophone_scale, repeat_ngram=args.repeat_ngram,
-                       lm_weight=args.lm_weight, lm_token_bonus=args.lm_bonus
+                       lm_weight=args.lm_weight, lm_token_bonus=args.lm_bonus, llm_vocab=args.llm_vocab
                        ).with_ctc_weights(args.ctc_weight, args.length_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:

@@ -17,6 +17,7 @@ from typing import List, Sequence
 logger = logging.getLogger(__name__)
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
+FIRST_TEXT_UNIT = 3  # the first id of a piece of text (ids 0-2 are the three above)
 MODEL_NAME = "unit.model"
 
 

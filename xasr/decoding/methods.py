@@ -14,10 +14,12 @@ LLM beam search scored with the CTC prefix probabilities, :mod:`xasr.decoding.jo
 ``llm_rescore`` (ctc_beam's N-best rescored by the LLM); ``llm_speculative`` (llm_greedy's output
 with a head's transcript as the draft the LLM verifies) and ``llm_fast`` (the draft taken without
 the LLM when its head is confident, :mod:`xasr.decoding.speculative`). Every LLM decoding is cut
-where its output starts repeating (:mod:`xasr.decoding.loops`).
+where its output starts repeating (:mod:`xasr.decoding.loops`); with ``llm_vocab=units`` the LLM
+scores only the tokens the units spell (:mod:`xasr.decoding.vocab`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from xasr.decoding.options import DecodingOptions
 from xasr.decoding.rescore import LmFusion, ctc_prefix_search, pick
 from xasr.decoding.speculative import (DecodeStats, PassCounter, draft_ids, greedy_stats, head_confidence,
                                        speculative_decode)
+from xasr.decoding.vocab import unit_vocabulary
 from xasr.errors import XasrError
 from xasr.utils.registry import Registry
 
@@ -280,7 +283,9 @@ def decode(model, batch: Batch, method: str, units, opts: Optional[DecodingOptio
     check_methods([method], "method")
     s = Search(model, batch, units, opts if opts is not None else DecodingOptions.from_config(model.cfg))
     no_speech = model.ctc.no_speech_prob(s.ctc_log_probs, s.h_lens)
-    result = METHODS.get(method)(s)
+    vocab = unit_vocabulary(model.llm, units) if s.opts.llm_vocab == "units" and model.llm is not None else None
+    with (model.llm.output_vocab(vocab) if vocab is not None else contextlib.nullcontext()):
+        result = METHODS.get(method)(s)
     result.no_speech = no_speech
     result.ctc = (s.ctc_log_probs, s.h_lens) if keep_ctc else None
     return result

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from xasr.decoding.vocab import VOCABS
 from xasr.errors import XasrError
 
 DRAFTS = ("cif", "ctc")
@@ -36,6 +37,7 @@ class DecodingOptions:
     lm_token_bonus: float  # (ModelConfig.ngram.token_bonus)
     speculative_draft: str  # llm_speculative, llm_fast: "cif" or "ctc"
     fast_path_threshold: float  # llm_fast
+    llm_vocab: str  # every LLM decoding: "full" or "units" (xasr.decoding.vocab)
 
     def __post_init__(self) -> None:
         for name in ("joint_ctc_weight", "rescore_ctc_weight"):
@@ -51,6 +53,8 @@ class DecodingOptions:
             raise XasrError(f"the n-gram LM's token bonus must be a finite number, not {self.lm_token_bonus}")
         if not 0.0 <= self.homophone_scale <= 1.0:
             raise XasrError(f"the homophone scale must be in [0, 1], not {self.homophone_scale}")
+        if self.llm_vocab not in VOCABS:
+            raise XasrError(f"llm_vocab must be {' or '.join(VOCABS)}, not {self.llm_vocab!r}")
         if self.speculative_draft not in DRAFTS:
             raise XasrError(f"speculative_draft must be cif or ctc, not {self.speculative_draft!r}")
         for name in ("beam_size", "ctc_beam_size", "joint_pre_beam"):

@@ -17,6 +17,7 @@ labels, -100 elsewhere) and for generation (left padding, ending at the assistan
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -51,6 +52,27 @@ def has_sliding_window(model: nn.Module) -> bool:
     """Whether the causal LM attends within a sliding window (its KV cache must not be compacted)."""
     cfg = getattr(base_model(model), "config", None)
     return bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True) is not False
+
+
+class SubsetHead(nn.Module):
+    """An LLM output layer that scores only the tokens ``ids``: the rows of the full layer's
+    weight for them; every other token gets -inf, so logits keep the full vocabulary's shape and
+    token ids (:meth:`FrozenLLM.output_vocab`)."""
+
+    def __init__(self, full: nn.Module, ids: torch.Tensor) -> None:
+        super().__init__()
+        w = full.weight.detach()
+        self.vocab = int(w.shape[0])
+        self.ids = ids.to(w.device)
+        self.rows = w.index_select(0, self.ids)  # (K, D)
+        bias = getattr(full, "bias", None)
+        self.bias = None if bias is None else bias.detach().index_select(0, self.ids)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = h.new_full((*h.shape[:-1], self.vocab), float("-inf"))
+        out[..., self.ids] = nn.functional.linear(h, self.rows.to(h.dtype),
+                                                  None if self.bias is None else self.bias.to(h.dtype))
+        return out
 
 
 @dataclass
@@ -106,6 +128,7 @@ class FrozenLLM(nn.Module):
         self.embed_dim = self.model.get_input_embeddings().weight.shape[1]
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._prompt_cache: Dict[bool, List[int]] = {}
+        self._subset_heads: List[SubsetHead] = []  # the last output_vocab's layer, kept for reuse (not a submodule)
         self.end_text = self._end_of_turn_text()
         end_ids = self.tokenizer.encode(self.end_text, add_special_tokens=False)
         if not end_ids:
@@ -266,6 +289,34 @@ class FrozenLLM(nn.Module):
         with torch.no_grad():
             correct = int(((logits.argmax(-1) == tgt) & (tgt != IGNORE_ID)).sum())
         return loss, n, correct
+
+    # ------------------------------------------------------------------ output layer
+    def output_layer(self) -> nn.Module:
+        """The causal LM's output layer (its logits over the whole vocabulary)."""
+        return base_model(self.model).get_output_embeddings()
+
+    @contextlib.contextmanager
+    def output_vocab(self, ids: Optional[torch.Tensor]):
+        """Within the block the LLM scores only the tokens ``ids`` (the rest get -inf), at a
+        fraction of the output layer's cost (:mod:`xasr.decoding.vocab`); None: all tokens.
+        The layer is swapped in place for the block, so one model decodes one search at a time."""
+        if ids is None:
+            yield
+            return
+        base = base_model(self.model)
+        full = base.get_output_embeddings()
+        if isinstance(full, SubsetHead):
+            raise XasrError("the LLM's output vocabulary is restricted already (output_vocab blocks do not nest)")
+        head = self._subset_heads[0] if self._subset_heads else None
+        if head is None or head.rows.device != full.weight.device or not (
+                head.ids.shape == ids.shape and torch.equal(head.ids.cpu(), ids.cpu())):
+            head = SubsetHead(full, ids)
+            self._subset_heads[:] = [head]
+        base.set_output_embeddings(head)
+        try:
+            yield
+        finally:
+            base.set_output_embeddings(full)
 
     # ------------------------------------------------------------------ output text
     def decode(self, ids: Sequence[int]) -> str:

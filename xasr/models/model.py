@@ -139,6 +139,9 @@ class ModelConfig:
     draft_noise_shares: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     draft_prefix: str = "\nDraft: "
     fast_path_threshold: float = 0.9  # llm_fast: take the draft unverified when its head's smallest posterior >= this
+    # LLM decodings: the tokens the LLM scores. "full": its whole vocabulary; "units": only the
+    # tokens the units can spell (xasr.decoding.vocab), at a fraction of the output layer's cost
+    llm_vocab: str = "full"
 
 
 def _trains(module: nn.Module) -> bool:

@@ -1,0 +1,57 @@
+"""The LLM tokens a model's units can spell: the output vocabulary of ``llm_vocab=units``.
+
+A small frozen LLM spends most of a decoding step on its output layer: Gemma-3-270M's has 262,144
+rows of 640 (168M multiply-adds a position, against about 100M for its 18 layers), and every
+LLM decoding (greedy, beam, speculative verification, N-best scoring) runs it at each position
+it scores. The units are what the model learned to write, so the LLM may score just the tokens
+whose text is made of the units' characters (giving up the rare correct output outside them,
+e.g. a Mandarin character the training text lacks): 11,536 of Gemma's 262,144 for the
+Aishell recipe's 3,900 characters. The other tokens get a logit of -inf
+(:meth:`xasr.models.llm.FrozenLLM.output_vocab`), so token ids and shapes stay those of the
+full vocabulary and every method runs unchanged; greedy and speculative decoding still agree,
+and N-best scores are the LLM's probabilities renormalized over the allowed tokens.
+
+A token is allowed when its text is made of characters of the unit pieces (in the LLM's target
+case, ``FrozenLLM.cased``) and spaces, once the parts of a character it holds at either end are
+set aside: a byte-level tokenizer (or a byte-fallback one, for characters it has no token for)
+splits a character's UTF-8 bytes between tokens, and such a token's text starts or ends with
+U+FFFD. The end-of-turn token is allowed too. Any text of the units is therefore tokenized within
+the vocabulary (a few tokens of loose bytes come with it).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Set
+
+import torch
+
+from xasr.data.units import FIRST_TEXT_UNIT
+
+VOCABS = ("full", "units")
+PARTIAL = "\ufffd"  # what a token's text shows for the bytes of a character it holds only part of
+
+
+def unit_pieces(units) -> list:
+    """The text of each unit piece (word-boundary mark as a space), specials left out."""
+    return [units.id_to_piece(i).replace("\u2581", " ") for i in range(FIRST_TEXT_UNIT, units.get_piece_size())
+            if not (units.is_control(i) or units.is_unknown(i) or units.is_unused(i))]
+
+
+@functools.lru_cache(maxsize=4)
+def unit_vocabulary(llm, units) -> torch.Tensor:
+    """Sorted ids (K,) of the LLM tokens the units can spell (see the module's docstring)."""
+    tok = llm.tokenizer
+    pieces = [llm.cased(p) for p in unit_pieces(units)]
+    chars: Set[str] = {" "}
+    for p in pieces:
+        chars.update(p)
+    n = int(base_vocab_size(llm))
+    texts = tok.batch_decode([[i] for i in range(n)])
+    allowed = {i for i, t in enumerate(texts) if t and set(t.strip(PARTIAL)) <= chars}
+    allowed.add(llm.stop_id)
+    return torch.tensor(sorted(allowed), dtype=torch.long)
+
+
+def base_vocab_size(llm) -> int:
+    """Rows of the LLM's output layer (the tokens it scores; added placeholders are not among them)."""
+    return int(llm.output_layer().weight.shape[0])
