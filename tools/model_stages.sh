@@ -115,7 +115,7 @@ if in_stages 7; then
   # shellcheck disable=SC2086
   xasr --log-file log/stage7-decode.log decode --model-dir "$exp_stage2/model" --cuts "${sets[@]}" \
     --methods $methods7 --out-dir exp/decode --normalizer "$normalizer" --models-dir "$models_dir" \
-    "${tune[@]}"
+    --llm-vocab "$llm_vocab" "${tune[@]}"
 fi
 
 if in_stages 8; then
@@ -133,7 +133,7 @@ if in_stages 9; then
   # directory's decoding.json) and Whisper base through faster-whisper with its own default
   # decoding (int8, beam 5), in one run
   systems=()
-  for m in $decode_methods; do systems+=("$m=xasr:$exp_stage2/model:$m"); done
+  for m in $decode_methods; do systems+=("$m=xasr:$exp_stage2/model:$m:llm_vocab=$llm_vocab"); done
   systems+=("faster-whisper-base-int8-beam5=faster-whisper:$encoder_model:int8:beam=5")
   [ "${benchmark_hf:-false}" = true ] && systems+=("hf-whisper=hf-whisper:$encoder_model")
   log "Stage 9: benchmark${test_sets} against Whisper base ($exp_stage2/model -> exp/benchmark, exp/results.json)"
@@ -148,7 +148,7 @@ if in_stages 9; then
     --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
     --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json \
     --settings "train_hours=$train_hours" "speed_perturb=$speed_perturb" "seed=$seed" "nproc=$nproc" \
-      "encoder_cache=$encoder_cache" "encoder_top=$encoder_top" "lm_order=$lm_order" "nbest=$nbest" "synth_opts=$synth_opts" \
+      "encoder_cache=$encoder_cache" "encoder_top=$encoder_top" "lm_order=$lm_order" "nbest=$nbest" "llm_vocab=$llm_vocab" "synth_opts=$synth_opts" \
       "stage1_opts=$stage1_opts" "stage2_opts=$stage2_opts" \
     --train-cuts "${train_cuts[@]}" --exp-dirs "$exp_stage1" "$exp_stage2"
 fi

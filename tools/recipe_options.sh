@@ -52,6 +52,8 @@ dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_re
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 stage1_minutes=""      # stage-1 training budget in minutes (train.max_minutes); empty: the experiment config's
 stage2_minutes=""      # the same for stage 2
+llm_vocab=units        # the LLM's output in every LLM decoding: "units" (the tokens the units spell) or "full";
+                       # stage 7 records it in the model's decoding.json
 nbest=""               # N-best of the CTC search that llm_rescore rescores (model.ctc_beam_size); empty: the config's
 if [ "$budget" = full ]; then
   for _ro_kv in ${full_budget[@]+"${full_budget[@]}"}; do
@@ -94,6 +96,7 @@ Options (default in brackets):
   --stage1-minutes M   stage-1 training budget, empty: the config's [$stage1_minutes]
   --stage2-minutes M   stage-2 training budget, empty: the config's [$stage2_minutes]
   --nbest N            N-best that llm_rescore rescores, empty: the config's [$nbest]
+  --llm-vocab STR      tokens the LLM may write: units (those the units spell, faster) or full [$llm_vocab]
   --benchmark-hf BOOL  also benchmark transformers Whisper base [$benchmark_hf]${extra_help:+
 $extra_help}"
 

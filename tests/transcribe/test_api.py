@@ -269,9 +269,10 @@ def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_ou
     make_model_dir(model_dir, tiny_units, llm_dir=tmp_path / "llm",
                    whisper_dir=tiny_whisper_model_dir.parent / "whisper")
     assert Transcriber.from_pretrained(str(model_dir), threads=1).default_method == "llm_greedy"
-    save_decoding(str(model_dir), "llm_rescore", {"rescore_ctc_weight": 0.7, "rescore_length_bonus": -1.5},
-                  tuned_on="dev")
+    save_decoding(str(model_dir), "llm_rescore", {"rescore_ctc_weight": 0.7, "rescore_length_bonus": -1.5,
+                                                   "llm_vocab": "units"}, tuned_on="dev")
     assert read_decoding(str(model_dir))["tuned_on"] == "dev"
+    assert load_model_dir(str(model_dir))[0].cfg.llm_vocab == "units"
     paths = []
     for k, secs in enumerate([1.4, 2.6, 0.8]):
         paths.append(tmp_path / f"u{k}.wav")
@@ -284,7 +285,7 @@ def test_the_decoding_a_recipe_saved_is_the_default_and_reproduces_its_decode_ou
     model, cfg, units = load_model_dir(str(plain))  # the same weights, no decoding.json: set by hand
     cuts = CutSet.from_cuts(Recording.from_file(p).to_cut() for p in paths)
     ref = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu",
-                      opts=options_for(model).with_ctc_weights(0.7, -1.5))
+                      opts=options_for(model, llm_vocab="units").with_ctc_weights(0.7, -1.5))
     assert [r.text for r in ours] == [ref[f"u{k}"] for k in range(3)]
     other = decode_cuts(model, units, cuts, "llm_rescore", cfg.data.features, 60.0, "cpu",
                         opts=options_for(model).with_ctc_weights(0.0, 0.0))

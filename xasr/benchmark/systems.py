@@ -6,13 +6,14 @@ turns lhotse cuts into ``{cut id: text}``.
 
 Kinds (:data:`SYSTEM_KINDS`):
 
-  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H]``
+  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H][:llm_vocab=V]``
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.decoding.methods.METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
       W (in [0, 1]) and B override the model's CTC weight and length bonus for ``llm_ctc``
       and ``llm_rescore`` (``DecodingOptions.with_ctc_weights``), H (in [0, 1]) its homophone
-      scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``DecodingOptions``).
+      scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``DecodingOptions``),
+      V (``full`` or ``units``) the tokens the LLM scores in the LLM decodings (:mod:`xasr.decoding.vocab`).
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -232,6 +233,12 @@ class XasrSystem(BenchmarkSystem):
                     raise SystemSpecError(f"system {spec!r}: repeat_ngram must be a whole number >= 0 (0: off), "
                                           f"got {value!r}")
                 opts["repeat_ngram"] = int(value)
+            elif key == "llm_vocab":
+                from xasr.decoding.vocab import VOCABS
+
+                if value not in VOCABS:
+                    raise SystemSpecError(f"system {spec!r}: llm_vocab must be {' or '.join(VOCABS)}, got {value!r}")
+                opts["llm_vocab"] = value
             elif key in ("ctc_weight", "length_bonus", "homophone_scale"):
                 try:
                     x = float(value)
@@ -244,8 +251,8 @@ class XasrSystem(BenchmarkSystem):
                 opts[key] = x
             else:
                 raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method, "
-                                      "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W, length_bonus=B or "
-                                      "homophone_scale=H)")
+                                      "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W, length_bonus=B, "
+                                      "homophone_scale=H or llm_vocab=full|units)")
         if methods > 1:
             raise SystemSpecError(f"system {spec!r}: give one decoding method per system")
         return opts
@@ -266,8 +273,8 @@ class XasrSystem(BenchmarkSystem):
                                                           device=self.settings.device)
         self.features = self.cfg.data.features
         o = self.spec.options
-        self.opts = options_for(self.model, homophone_scale=o.get("homophone_scale"),
-                                repeat_ngram=o.get("repeat_ngram")).with_ctc_weights(o.get("ctc_weight"),
+        self.opts = options_for(self.model, homophone_scale=o.get("homophone_scale"), repeat_ngram=o.get("repeat_ngram"),
+                                llm_vocab=o.get("llm_vocab")).with_ctc_weights(o.get("ctc_weight"),
                                                                                       o.get("length_bonus"))
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
@@ -279,7 +286,7 @@ class XasrSystem(BenchmarkSystem):
                 "use_llm": bool(self.cfg.model.use_llm), "parameters": n_params,
                 "decoding": {"rescore_ctc_weight": c.rescore_ctc_weight, "rescore_length_bonus": c.rescore_length_bonus,
                              "homophone_scale": c.homophone_scale, "lm_weight": c.lm_weight,
-                             "lm_token_bonus": c.lm_token_bonus}}
+                             "lm_token_bonus": c.lm_token_bonus, "llm_vocab": c.llm_vocab}}
 
     def transcribe(self, cuts, language: str) -> Dict[str, str]:
         from xasr.decoding.dataset_decode import decode_cuts

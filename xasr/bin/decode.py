@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         settings = {"rescore_ctc_weight": tuned["ctc_weight"], "rescore_length_bonus": tuned["length_bonus"]}
         if opts.homophone_scale != 1.0:  # the N-best the weights were tuned on came from this search
             settings["homophone_scale"] = opts.homophone_scale
+        if opts.llm_vocab != "full":  # and the LLM scores of the grid were over this vocabulary
+            settings["llm_vocab"] = opts.llm_vocab
         path = save_decoding(args.model_dir, "llm_rescore", settings,
                              tuned_on=tuned["tuned_on"], nbest=tuned["nbest"], error_rate=tuned["error_rate"],
                              unit=tuned["unit"])
