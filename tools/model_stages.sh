@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, dev_methods, train_sets, eval_sets, encoder_cache, encoder_top, nproc,
+# exp_stage2, normalizer, decode_methods, dev_methods, llm_vocab, train_sets, eval_sets, encoder_cache, encoder_top, nproc,
 # torchrun_opts (training under torchrun: tools/recipe_lib.sh's xasr_train), and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
 #

@@ -52,8 +52,6 @@ dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_re
 benchmark_hf=false     # stage 9 also runs Whisper base through transformers (slow on CPUs)
 stage1_minutes=""      # stage-1 training budget in minutes (train.max_minutes); empty: the experiment config's
 stage2_minutes=""      # the same for stage 2
-llm_vocab=units        # the LLM's output in every LLM decoding: "units" (the tokens the units spell) or "full";
-                       # stage 7 records it in the model's decoding.json
 nbest=""               # N-best of the CTC search that llm_rescore rescores (model.ctc_beam_size); empty: the config's
 if [ "$budget" = full ]; then
   for _ro_kv in ${full_budget[@]+"${full_budget[@]}"}; do
@@ -102,6 +100,10 @@ $extra_help}"
 
 . "$here/../../tools/parse_options.sh"
 [ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
+case "$llm_vocab" in
+  full|units) ;;
+  *) echo "$0: --llm-vocab takes full or units, not '$llm_vocab'" >&2; exit 2 ;;
+esac
 if [ -n "$work_dir" ]; then
   mkdir -p "$work_dir" || { echo "$0: cannot make --work-dir $work_dir" >&2; exit 2; }
   cd "$work_dir"

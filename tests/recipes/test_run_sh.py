@@ -60,7 +60,7 @@ def test_the_budget_chooses_defaults_and_the_command_line_still_wins(recipe, hou
     for args in (["--budget", "full", "--nbest", "4"], ["--nbest=4", "--budget=full"]):
         probe = subprocess.run(
             ["bash", "-c", 'here=$1; shift; full_budget=(nbest=16 train_hours=9); recipe_title=t; '
-             'corpus_dir_help=d; extra_help=""; train_hours=1; decode_methods=x; '
+             'corpus_dir_help=d; extra_help=""; train_hours=1; decode_methods=x; llm_vocab=full; '
              '. "$here/../../tools/recipe_options.sh"; echo "$budget $nbest $train_hours"',
              "probe", str(REPO / "recipes" / recipe), *args], capture_output=True, text=True, env=_env())
         assert probe.stdout.split() == ["full", "4", "9"], probe.stderr
@@ -72,6 +72,7 @@ def test_the_budget_chooses_defaults_and_the_command_line_still_wins(recipe, hou
     (["--no-such-option", "1"], "unknown option --no-such-option"),
     (["--stage"], "option --stage needs a value"),
     (["--speed-perturb", "yes"], "takes true or false, not 'yes'"),
+    (["--llm-vocab", "all"], "--llm-vocab takes full or units, not 'all'"),
     (["stray"], "unexpected argument 'stray'"),
     (["--help_message", "x"], "invalid option --help_message"),
 ])
