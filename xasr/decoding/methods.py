@@ -14,8 +14,8 @@ LLM beam search scored with the CTC prefix probabilities, :mod:`xasr.decoding.jo
 ``llm_rescore`` (ctc_beam's N-best rescored by the LLM); ``llm_speculative`` (llm_greedy's output
 with a head's transcript as the draft the LLM verifies) and ``llm_fast`` (the draft taken without
 the LLM when its head is confident, :mod:`xasr.decoding.speculative`). Every LLM decoding is cut
-where its output starts repeating (:mod:`xasr.decoding.loops`); with ``llm_vocab=units`` the LLM
-scores only the tokens the units spell (:mod:`xasr.decoding.vocab`).
+where its output starts repeating (:mod:`xasr.decoding.loops`); with ``llm_vocab=units`` the LLM of the
+``llm_*`` methods scores only the tokens the units spell (:mod:`xasr.decoding.vocab`).
 """
 from __future__ import annotations
 
@@ -283,7 +283,8 @@ def decode(model, batch: Batch, method: str, units, opts: Optional[DecodingOptio
     check_methods([method], "method")
     s = Search(model, batch, units, opts if opts is not None else DecodingOptions.from_config(model.cfg))
     no_speech = model.ctc.no_speech_prob(s.ctc_log_probs, s.h_lens)
-    vocab = unit_vocabulary(model.llm, units) if s.opts.llm_vocab == "units" and model.llm is not None else None
+    restrict = s.opts.llm_vocab == "units" and model.llm is not None and method.startswith("llm_")
+    vocab = unit_vocabulary(model.llm, units) if restrict else None
     with (model.llm.output_vocab(vocab) if vocab is not None else contextlib.nullcontext()):
         result = METHODS.get(method)(s)
     result.no_speech = no_speech

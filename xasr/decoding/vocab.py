@@ -20,7 +20,6 @@ the vocabulary (a few tokens of loose bytes come with it).
 """
 from __future__ import annotations
 
-import functools
 from typing import Set
 
 import torch
@@ -37,9 +36,16 @@ def unit_pieces(units) -> list:
             if not (units.is_control(i) or units.is_unknown(i) or units.is_unused(i))]
 
 
-@functools.lru_cache(maxsize=4)
 def unit_vocabulary(llm, units) -> torch.Tensor:
-    """Sorted ids (K,) of the LLM tokens the units can spell (see the module's docstring)."""
+    """Sorted ids (K,) of the LLM tokens the units can spell (see the module's docstring); made
+    once per LLM and units (a few seconds for a 262k vocabulary) and kept with the LLM."""
+    cache = llm.__dict__.setdefault("_unit_vocabularies", {})
+    if id(units) not in cache:
+        cache[id(units)] = (units, _spellable(llm, units))  # the units are kept: their id stays theirs
+    return cache[id(units)][1]
+
+
+def _spellable(llm, units) -> torch.Tensor:
     tok = llm.tokenizer
     pieces = [llm.cased(p) for p in unit_pieces(units)]
     chars: Set[str] = {" "}
