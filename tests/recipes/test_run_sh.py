@@ -192,7 +192,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     """Every stage: corpus, manifests, features, units, models, stored encoder outputs, stage 1,
     stage 2, decoding with every method, scoring, the results table and the benchmark against
     faster-whisper (tiny models and few steps: a plumbing test), under --budget full (its training
-    minutes and N-best reach the configs; the corpus stays tiny); then stage 1 again with
+    minutes and N-best reach the configs; the corpus stays tiny) and --llm-vocab units (the LLM
+    scoring only the tokens the BPE units spell); then stage 1 again with
     --nproc 2 (torchrun, DDP on CPUs), which must end with the same model as one process."""
     from xasr.pretrained.install import default_models_dir
 
@@ -208,7 +209,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     script = recipe_copy / "recipes/librispeech/run.sh"
     r = subprocess.run(["bash", str(script), "--budget", "full", "--speed-perturb", "false",
                         "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
-                        "--vocab-size", "100",
+                        "--vocab-size", "100", "--llm-vocab", "units",
                         "--stage1-opts", stage1,
                         # an untrained model's LLM runs to its length bound: keep the bound short
                         "--stage2-opts", f"train.max_steps=2 {tiny} model.length_bound_factor=0.2 "
@@ -239,6 +240,9 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     rescore = [x for x in json.loads((d / "exp/benchmark/benchmark.json").read_text())["systems"]
                if x["name"] == "llm_rescore"][0]["details"]["decoding"]
     assert (rescore["rescore_ctc_weight"], rescore["rescore_length_bonus"]) == (tuned["ctc_weight"], tuned["length_bonus"])
+    # and the LLM scored only the tokens the units spell, in stage 7 (recorded with the weights) and stage 9
+    saved = json.loads((d / "exp/stage2/model/decoding.json").read_text())["settings"]
+    assert saved["llm_vocab"] == "units" and rescore["llm_vocab"] == "units"
     # the run's results: every stage timed, peak memory, every method on every set with its interval
     res = json.loads((d / "exp/results.json").read_text())
     assert res["budget"] == "full" and res["main_method"] == "llm_rescore" and res["unit"] == "WER"
@@ -249,6 +253,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     assert set(res["stage_minutes"]) == {str(k) for k in range(10)}
     # what the run was: its options, its training audio, each training stage's steps and budget
     assert res["settings"]["train_hours"] == 0.03 and res["settings"]["speed_perturb"] is False
+    assert res["settings"]["llm_vocab"] == "units"
     assert 0 < res["train_audio_hours"] < 0.1
     assert res["training"]["stage1"]["steps"] == 3 and res["training"]["stage2"]["max_minutes"] == 15
     assert set(res["sets"]) == {"dev-clean", "test-seen", "test-clean"}
