@@ -10,7 +10,8 @@ from tests.models.tiny_llm import make_tiny_llm
 from xasr.decoding.generate import generate_ids
 from xasr.decoding.options import DecodingOptions
 from xasr.decoding.speculative import speculative_generate
-from xasr.decoding.vocab import unit_pieces, unit_vocabulary
+from xasr.data.units import text_pieces
+from xasr.decoding.vocab import unit_vocabulary
 from xasr.errors import XasrError
 from xasr.models.llm import FrozenLLM, LLMConfig, SubsetHead
 from xasr.models.model import ModelConfig
@@ -50,7 +51,7 @@ def test_every_text_of_the_units_is_tokenized_within_the_vocabulary(tiny, kind):
     for text in _random_texts(units):
         ids = llm.target_ids(text)
         assert set(ids) <= allowed, (text, [i for i in ids if i not in allowed])
-    chars = set("".join(llm.cased(p) for p in unit_pieces(units))) | {" "}
+    chars = set("".join(llm.cased(t) for _, t in text_pieces(units))) | {" "}
     tok = llm.tokenizer
     # a token whose text needs a character the units lack is out ("five", "k" are in the tokenizer)
     for word in ("five", "k"):

@@ -234,7 +234,7 @@ class XasrSystem(BenchmarkSystem):
                                           f"got {value!r}")
                 opts["repeat_ngram"] = int(value)
             elif key == "llm_vocab":
-                from xasr.decoding.vocab import VOCABS
+                from xasr.decoding.options import VOCABS
 
                 if value not in VOCABS:
                     raise SystemSpecError(f"system {spec!r}: llm_vocab must be {' or '.join(VOCABS)}, got {value!r}")

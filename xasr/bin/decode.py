@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from xasr.decoding.options import VOCABS
 from xasr.errors import XasrError
 
 
@@ -51,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--homophone-scale", type=float, default=None,
                    help="ctc_beam and llm_rescore with a CTC head that ties homophones: scale of a unit's share of "
                         "its class in the prefix search, in [0, 1] (1: off; default: the model's model.homophone_scale)")
-    p.add_argument("--llm-vocab", choices=["full", "units"], default=None,
+    p.add_argument("--llm-vocab", choices=VOCABS, default=None,
                    help="LLM decodings: score the LLM's whole vocabulary or only the tokens the units spell "
                         "(faster; default: the model's model.llm_vocab)")
     p.add_argument("--save-decoding", action="store_true",

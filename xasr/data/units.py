@@ -12,12 +12,25 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
 FIRST_TEXT_UNIT = 3  # the first id of a piece of text (ids 0-2 are the three above)
+
+
+def text_pieces(units) -> List[Tuple[int, str]]:
+    """(id, text) of each unit that writes text (its word-boundary mark as a space): the fixed
+    specials, control, unknown, unused and ``<...>`` symbol pieces are left out."""
+    out = []
+    for i in range(FIRST_TEXT_UNIT, units.get_piece_size()):
+        piece = units.id_to_piece(i)
+        if units.is_control(i) or units.is_unknown(i) or units.is_unused(i) or (
+                piece.startswith("<") and piece.endswith(">")):
+            continue
+        out.append((i, piece.replace("\u2581", " ")))
+    return out
 MODEL_NAME = "unit.model"
 
 

@@ -284,8 +284,7 @@ def decode(model, batch: Batch, method: str, units, opts: Optional[DecodingOptio
     s = Search(model, batch, units, opts if opts is not None else DecodingOptions.from_config(model.cfg))
     no_speech = model.ctc.no_speech_prob(s.ctc_log_probs, s.h_lens)
     restrict = s.opts.llm_vocab == "units" and model.llm is not None and method.startswith("llm_")
-    vocab = unit_vocabulary(model.llm, units) if restrict else None
-    with (model.llm.output_vocab(vocab) if vocab is not None else contextlib.nullcontext()):
+    with model.llm.output_vocab(unit_vocabulary(model.llm, units)) if restrict else contextlib.nullcontext():
         result = METHODS.get(method)(s)
     result.no_speech = no_speech
     result.ctc = (s.ctc_log_probs, s.h_lens) if keep_ctc else None

@@ -12,10 +12,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from xasr.decoding.vocab import VOCABS
 from xasr.errors import XasrError
 
 DRAFTS = ("cif", "ctc")
+VOCABS = ("full", "units")  # llm_vocab: the whole vocabulary, or the tokens the units spell (xasr.decoding.vocab)
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,9 @@ from typing import Set
 
 import torch
 
-from xasr.data.units import FIRST_TEXT_UNIT
+from xasr.data.units import text_pieces
 
-VOCABS = ("full", "units")
 PARTIAL = "\ufffd"  # what a token's text shows for the bytes of a character it holds only part of
-
-
-def unit_pieces(units) -> list:
-    """The text of each unit piece (word-boundary mark as a space), specials left out."""
-    return [units.id_to_piece(i).replace("\u2581", " ") for i in range(FIRST_TEXT_UNIT, units.get_piece_size())
-            if not (units.is_control(i) or units.is_unknown(i) or units.is_unused(i))]
 
 
 def unit_vocabulary(llm, units) -> torch.Tensor:
@@ -47,17 +40,11 @@ def unit_vocabulary(llm, units) -> torch.Tensor:
 
 def _spellable(llm, units) -> torch.Tensor:
     tok = llm.tokenizer
-    pieces = [llm.cased(p) for p in unit_pieces(units)]
     chars: Set[str] = {" "}
-    for p in pieces:
-        chars.update(p)
-    n = int(base_vocab_size(llm))
+    for _, text in text_pieces(units):
+        chars.update(llm.cased(text))
+    n = int(llm.output_layer().weight.shape[0])  # the tokens it scores (added placeholders are not among them)
     texts = tok.batch_decode([[i] for i in range(n)])
     allowed = {i for i, t in enumerate(texts) if t and set(t.strip(PARTIAL)) <= chars}
     allowed.add(llm.stop_id)
     return torch.tensor(sorted(allowed), dtype=torch.long)
-
-
-def base_vocab_size(llm) -> int:
-    """Rows of the LLM's output layer (the tokens it scores; added placeholders are not among them)."""
-    return int(llm.output_layer().weight.shape[0])

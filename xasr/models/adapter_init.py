@@ -29,6 +29,8 @@ from typing import Iterable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from xasr.data.units import text_pieces
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,13 +54,8 @@ def unit_targets(units, llm) -> Tensor:
     unknown and ``<...>`` symbol units (they are not fitted)."""
     embedding = llm.model.get_input_embeddings()  # called, not read: some LLMs scale it (Gemma by sqrt(D))
     out = torch.zeros(units.get_piece_size(), embedding.weight.shape[1])
-    for i in range(units.get_piece_size()):
-        if units.is_control(i) or units.is_unknown(i) or units.is_unused(i):
-            continue
-        piece = units.id_to_piece(i)
-        if piece.startswith("<") and piece.endswith(">"):
-            continue
-        text = llm.cased(piece.replace("\u2581", " "))
+    for i, text in text_pieces(units):
+        text = llm.cased(text)
         ids = llm.tokenizer.encode(text, add_special_tokens=False)
         if not ids and text.strip() != text:
             ids = llm.tokenizer.encode(text.strip(), add_special_tokens=False)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from xasr.data.units import FIRST_TEXT_UNIT
 from xasr.decoding.ngram import NgramConfig
 from xasr.errors import XasrError
 from xasr.models.adapter import Adapter, AdapterConfig
@@ -163,7 +164,7 @@ def read_unit_classes(path: str, vocab_size: int) -> List[int]:
     return ids
 
 
-def corrupt_units(units: Sequence[int], p: float, vocab_size: int, first: int = 3,
+def corrupt_units(units: Sequence[int], p: float, vocab_size: int, first: int = FIRST_TEXT_UNIT,
                   shares: Sequence[float] = (1.0, 1.0, 1.0)) -> List[int]:
     """A noisy copy of a unit sequence: each unit is, with probability p in all, replaced by a
     random unit, dropped, or kept and followed by a random unit, in the proportions ``shares``
