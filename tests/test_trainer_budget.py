@@ -1,4 +1,5 @@
 """Fitting the learning-rate schedule to train.max_minutes (Trainer._budget_fit), with the clock readings the trainer passes in."""
+import logging
 import types
 
 from xasr import trainer as T
@@ -12,12 +13,13 @@ def _stub(planned):
 
 
 def _run(startup, per_step, budget, planned=100000):
-    """Steps until the schedule ends or the budget is spent; returns (steps, seconds)."""
+    """Steps until the schedule ends or the budget is spent; returns (steps, seconds). per_step:
+    seconds, or a function of the clock giving them."""
     s = _stub(planned)
     fit = None
     now = startup  # loading before the first step
     while s.step < s.total_steps and now < budget:
-        now += per_step
+        now += per_step(now) if callable(per_step) else per_step
         s.step += 1
         fit = s._budget_fit(fit, now, 0.0, 0, budget)
     return s.step, now
@@ -38,3 +40,23 @@ def test_schedule_ends_within_the_budget():
 def test_schedule_never_grows_beyond_the_planned_steps():
     steps, _ = _run(startup=0.0, per_step=0.01, budget=600.0, planned=500)
     assert steps == 500
+
+
+def test_a_run_slowed_down_by_another_process_warns(caplog):
+    # 0.1 s a step, then 0.4 s from the middle of the budget on (another process took the cores)
+    with caplog.at_level(logging.WARNING, logger=T.logger.name):
+        _run(startup=2.0, per_step=lambda now: 0.1 if now < 300 else 0.4, budget=600.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("4.0x" in w and "fewer steps" in w for w in warnings)
+
+
+def test_a_steady_run_with_a_slow_start_does_not_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger=T.logger.name):
+        _run(startup=18.0, per_step=lambda now: 0.15 if now < 60 else 0.1, budget=600.0)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_slowdown_message():
+    assert T.slowdown_message(0.19, 0.1) is None
+    assert T.slowdown_message(0.5, float("inf")) is None  # nothing to compare with yet
+    assert "5.0x the 0.100 s" in T.slowdown_message(0.5, 0.1)

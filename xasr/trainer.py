@@ -22,6 +22,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import threading
@@ -49,6 +50,22 @@ logger = logging.getLogger(__name__)
 BUDGET_CALIBRATION_STEPS = 20  # steps timed before fitting the schedule to train.max_minutes
 VALID_JSON = "valid.json"  # a checkpoint saved right after validation: its validation loss
 BUDGET_SAFETY = 0.9  # share of the budget planned for steps (validation and saving take the rest)
+SLOWDOWN_WARN = 2.0  # a tenth of a budgeted run this many times slower a step than the fastest tenth: warn
+
+
+def slowdown_message(recent: float, fastest: float) -> Optional[str]:
+    """A warning when the last stretch of a time-budgeted run took ``SLOWDOWN_WARN`` times longer a
+    step than its fastest stretch (seconds per step), else None. On a machine whose cores another
+    process shares, a budgeted stage quietly takes a fraction of its steps and trains a worse model;
+    the warning says so while the run goes on, with the load average that shows it."""
+    if not math.isfinite(fastest) or recent < SLOWDOWN_WARN * fastest:
+        return None
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    return (f"steps take {recent:.3f} s, {recent / fastest:.1f}x the {fastest:.3f} s of this run's fastest "
+            f"stretch{load}: if another process shares these CPUs, this time-budgeted run will take "
+            "fewer steps and train a worse model")
 
 
 def _lr_lambda(cfg, total_steps):
@@ -344,7 +361,8 @@ class Trainer:
         accum = max(1, self.cfg.optim.accum_grad)
         window = {"loss": 0.0, "tokens": 0.0, "audio": 0.0, "t0": time.time()}
         done = self.step >= self.total_steps
-        fit: Optional[tuple] = None  # (time, step) where the step time is measured from, last fit time
+        # (time, step) the step time is measured from, (time, step) of the last fit, fastest s/step
+        fit: Optional[tuple] = None
         while not done and self.epoch < tc.num_epochs:
             self.model.train()
             self.sampler.set_epoch(self.epoch)
@@ -402,20 +420,28 @@ class Trainer:
         each time a tenth of the budget has passed, with the step time measured since the first
         fit (start-up excluded; validation and checkpoints included), and at the schedule's last
         step if time is left. The schedule never grows beyond the one planned from num_epochs /
-        max_steps. ``now`` and ``start`` are readings of :meth:`_clock`."""
+        max_steps. Each tenth's step time is also set against the fastest tenth's so far, with a
+        warning when it is far slower (:func:`slowdown_message`). ``now`` and ``start`` are
+        readings of :meth:`_clock`."""
         done = self.step - start_step
         if fit is None:
             if done < BUDGET_CALIBRATION_STEPS:
                 return None
             self._fit_schedule_to_budget((now - start) / done, now - start, budget)
-            return (now, self.step, now)
-        t0, s0, last = fit
+            return (now, self.step, now, self.step, math.inf)
+        t0, s0, last, last_step, fastest = fit
         # refit each tenth of the budget, and whenever the schedule is about to end (the first fit
         # counts start-up and can end the schedule long before the budget does)
         if (now - last < budget / 10 and self.step < self.total_steps) or self.step == s0:
             return fit
+        if self.step - last_step >= BUDGET_CALIBRATION_STEPS:
+            recent = (now - last) / (self.step - last_step)
+            slower = slowdown_message(recent, fastest)
+            if slower:
+                logger.warning("%s", slower)
+            fastest = min(fastest, recent)
         self._fit_schedule_to_budget((now - t0) / (self.step - s0), now - start, budget)
-        return (t0, s0, now)
+        return (t0, s0, now, self.step, fastest)
 
     def _fit_schedule_to_budget(self, per_step: float, elapsed: float, budget: float) -> None:
         """Make the learning-rate schedule end when the time budget does."""
