@@ -33,3 +33,10 @@ def test_record_usage_marks_torchrun_ranks(tmp_path, monkeypatch):
     ddp, single = [json.loads(x) for x in (tmp_path / "u.jsonl").read_text().splitlines()]
     assert (ddp["rank"], ddp["world_size"], ddp["run_id"]) == (1, 2, "run7")
     assert "rank" not in single and "world_size" not in single
+
+
+def test_the_training_log_and_the_usage_lines_count_memory_alike():
+    from xasr.utils.usage import peak_memory, peak_rss_gb
+
+    logged = float(peak_memory().split(" GB RSS")[0])
+    assert abs(logged - peak_rss_gb()) < 0.02  # GB of 1e9 bytes in both, not GiB in one

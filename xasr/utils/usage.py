@@ -45,10 +45,11 @@ def record_usage(command: str, args: Sequence[str], start: float, status: int,
 
 
 def peak_memory() -> str:
-    """Peak resident memory of this process (and peak GPU memory when on CUDA)."""
+    """Peak resident memory of this process (and peak GPU memory when on CUDA), in GB (1e9 bytes)
+    as in the usage lines."""
     import torch
 
-    text = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB RSS"
+    text = f"{peak_rss_gb():.2f} GB RSS"
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        text += f", {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB on the GPU"
+        text += f", {torch.cuda.max_memory_allocated() / 1e9:.2f} GB on the GPU"
     return text
