@@ -31,7 +31,7 @@ NGRAM = "lm.arpa"  # the n-gram LM (model.ngram), kept as lm.arpa or lm.arpa.gz
 UNIT_CLASSES = "unit_classes.json"  # the unit heads' homophone classes (model.unit_classes)
 DECODING = "decoding.json"  # the decoding a recipe chose for the model, with its dev-tuned weights
 DEFAULT_METHOD = "llm_greedy"  # what transcription uses when the model directory names none
-TUNED_SETTINGS = ("rescore_ctc_weight", "rescore_length_bonus", "homophone_scale", "llm_vocab")  # what decoding.json may set
+TUNED_SETTINGS = ("rescore_ctc_weight", "rescore_length_bonus", "homophone_scale", "llm_vocab", "rescore_draft")  # what decoding.json may set
 
 
 def save_decoding(model_dir: str, method: str, settings: dict, **provenance) -> Path:

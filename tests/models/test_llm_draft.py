@@ -27,12 +27,13 @@ def llm_dir(tmp_path_factory):
     return make_tiny_llm(tmp_path_factory.mktemp("llm"))
 
 
-def _model(llm_dir, draft="ctc", noise=0.0):
+def _model(llm_dir, draft="ctc", noise=0.0, share=1.0):
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderSection(conformer=ConformerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64,
                                                                        conv_kernel=3, spec_augment=False)),
                       cformer=CFormerConfig(dim=32, num_layers=1, num_heads=2, ff_dim=64), vocab_size=VOCAB,
-                      use_llm=True, llm=LLMConfig(path=str(llm_dir)), llm_draft=draft, draft_noise=noise)
+                      use_llm=True, llm=LLMConfig(path=str(llm_dir)), llm_draft=draft, draft_noise=noise,
+                      draft_share=share)
     model = XLLMSpeechModel(cfg)
     model.set_units(Units())
     return model
@@ -94,12 +95,18 @@ def test_rows_hold_the_speech_vectors_then_the_embedded_draft(llm_dir, monkeypat
         assert rows[b].shape[0] == n + len(ids)
         assert torch.equal(rows[b][:n], speech[b, :n])
         assert torch.equal(rows[b][n:], model.llm.model.get_input_embeddings()(torch.tensor(ids)))
-    # without a draft the rows are the vectors alone; a model that needs drafts refuses to go without
+    # without drafts the rows are the vectors alone (prompt_draft=none), one row may go without one,
+    # and a model trained without drafts refuses them
+    assert [r.shape[0] for r in model.llm_rows(cf)] == cf.lens.tolist()
+    mixed = model.llm_rows(cf, [None, drafts[1]])
+    assert torch.equal(mixed[0], rows[0][:int(cf.lens[0])]) and torch.equal(mixed[1], rows[1])
     plain = _model(llm_dir, draft="none").eval()
     cf0 = plain.cformer(h, h_lens, target_lens=batch.token_lens)
     assert [r.shape[0] for r in plain.llm_rows(cf0)] == cf0.lens.tolist()
-    with pytest.raises(ValueError, match="needs a draft"):
-        model.llm_rows(cf)
+    with pytest.raises(XasrError, match="trained with one"):
+        plain.llm_rows(cf0, drafts)
+    with pytest.raises(ValueError, match="2 utterances"):
+        model.llm_rows(cf, drafts[:1])
     model.units = None
     with pytest.raises(XasrError, match="units"):
         model.llm_rows(cf, drafts)
@@ -129,3 +136,56 @@ def test_stage2_reads_the_draft_and_corrupts_it_only_in_training(llm_dir, monkey
             losses.append(model(batch, stage=2)["loss"])
     assert torch.equal(losses[0], losses[1])  # training: noisy, and the seed repeats the noise
     assert seen[2] != seen[0]  # at 0.9 per unit the noisy drafts do not keep every length
+
+
+def test_draft_share_leaves_some_training_rows_without_a_draft(llm_dir, monkeypatch):
+    model = _model(llm_dir, share=0.5)
+    _fixed_ctc(model, monkeypatch, [[4, 5, 3, 6, 7, 4, 5], [7, 6, 5]])
+    seen = []
+    build = model.llm.build_inputs
+    monkeypatch.setattr(model.llm, "build_inputs", lambda n, **kw: seen.append(list(n)) or build(n, **kw))
+    batch = _batch()
+    cf = model.cformer(*model.encode_batch(batch), target_lens=batch.token_lens)
+    speech_only = cf.lens.tolist()
+    model.eval()
+    with torch.no_grad():
+        model(batch, stage=2)
+    with_draft = seen[-1]
+    assert all(w > n for w, n in zip(with_draft, speech_only))  # evaluation: every row has its draft
+    model.train()
+    rows = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model(batch, stage=2)
+        for b, n in enumerate(seen[-1]):
+            assert n in (speech_only[b], with_draft[b])
+            rows.add((b, n == with_draft[b]))
+    assert rows == {(0, True), (0, False), (1, True), (1, False)}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="draft_share"):
+            _model(llm_dir, share=bad)
+
+
+def test_decoding_chooses_the_prompts_draft_per_method(llm_dir, monkeypatch):
+    from xasr.decoding.methods import Search, options_for
+
+    model = _model(llm_dir, share=0.5).eval()
+    # a peaked head: the prefix search's best path is the greedy one
+    _fixed_ctc(model, monkeypatch, [[4, 0, 5, 5, 0, 3, 6], [7, 0, 0]])
+    batch = _batch()
+    opts = options_for(model)
+    assert (opts.prompt_draft, opts.rescore_draft) == ("ctc_greedy", "ctc_greedy")
+    s = Search(model, batch, Units(), opts)
+    assert s.prompt_drafts("llm_greedy") == s.ctc_units == [[4, 5, 3, 6], [7]]
+    beam = Search(model, batch, Units(), opts.replace(prompt_draft="ctc_beam", rescore_draft="none"))
+    assert beam.prompt_drafts("llm_greedy") == [list(nb[0][0]) for nb in beam.ctc_nbest] == [[4, 5, 3, 6], [7]]
+    assert beam.prompt_drafts("llm_rescore") is None
+    rows, _, _ = beam.llm_inputs("llm_rescore")
+    assert [r.shape[0] for r in rows] == beam.cf.lens.clamp(min=1).tolist()
+    # a model trained without drafts never gets one, whatever the options say
+    plain = _model(llm_dir, draft="none").eval()
+    _fixed_ctc(plain, monkeypatch, [[4, 0, 5], [7, 0, 0]])
+    assert Search(plain, batch, Units(), options_for(plain, prompt_draft="ctc_beam")).prompt_drafts("llm_greedy") is None
+    with pytest.raises(XasrError, match="prompt_draft"):
+        opts.replace(prompt_draft="cif")

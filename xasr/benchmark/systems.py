@@ -6,14 +6,16 @@ turns lhotse cuts into ``{cut id: text}``.
 
 Kinds (:data:`SYSTEM_KINDS`):
 
-  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H][:llm_vocab=V]``
+  ``xasr:MODEL_DIR[:METHOD][:max_duration=S][:repeat_ngram=N][:ctc_weight=W][:length_bonus=B][:homophone_scale=H][:llm_vocab=V][:prompt_draft=D]``
       a trained xasr model directory decoded with METHOD, any name in
       :data:`xasr.decoding.methods.METHODS` (default ``llm_greedy``); batches of at most
       S seconds of audio (default 60) through :func:`xasr.decoding.dataset_decode.decode_cuts`;
       W (in [0, 1]) and B override the model's CTC weight and length bonus for ``llm_ctc``
       and ``llm_rescore`` (``DecodingOptions.with_ctc_weights``), H (in [0, 1]) its homophone
       scale in the CTC prefix search of ``ctc_beam`` and ``llm_rescore`` (``DecodingOptions``),
-      V (``full`` or ``units``) the tokens the LLM scores in the LLM decodings (:mod:`xasr.decoding.vocab`).
+      V (``full`` or ``units``) the tokens the LLM scores in the LLM decodings (:mod:`xasr.decoding.vocab`),
+      D (``ctc_greedy``, ``ctc_beam`` or ``none``) the draft in the LLM's prompt for a model trained
+      with drafts (``model.prompt_draft``, ``model.rescore_draft`` for ``llm_rescore``).
   ``faster-whisper:CT2_DIR[:COMPUTE_TYPE][:beam=N][:fallback]``
       ``faster_whisper.WhisperModel`` on a CTranslate2 Whisper directory (a directory with
       ``model.bin``, one holding ``ct2/model.bin`` such as an installed ``whisper-base``, or an
@@ -239,6 +241,13 @@ class XasrSystem(BenchmarkSystem):
                 if value not in VOCABS:
                     raise SystemSpecError(f"system {spec!r}: llm_vocab must be {' or '.join(VOCABS)}, got {value!r}")
                 opts["llm_vocab"] = value
+            elif key == "prompt_draft":
+                from xasr.decoding.options import PROMPT_DRAFTS
+
+                if value not in PROMPT_DRAFTS:
+                    raise SystemSpecError(f"system {spec!r}: prompt_draft must be {', '.join(PROMPT_DRAFTS)}, "
+                                          f"got {value!r}")
+                opts["prompt_draft"] = value
             elif key in ("ctc_weight", "length_bonus", "homophone_scale"):
                 try:
                     x = float(value)
@@ -252,7 +261,7 @@ class XasrSystem(BenchmarkSystem):
             else:
                 raise SystemSpecError(f"system {spec!r}: unknown option {a!r} for xasr (a decoding method, "
                                       "max_duration=SECONDS, repeat_ngram=N, ctc_weight=W, length_bonus=B, "
-                                      "homophone_scale=H or llm_vocab=full|units)")
+                                      "homophone_scale=H, llm_vocab=full|units or prompt_draft=ctc_greedy|ctc_beam|none)")
         if methods > 1:
             raise SystemSpecError(f"system {spec!r}: give one decoding method per system")
         return opts
@@ -274,7 +283,8 @@ class XasrSystem(BenchmarkSystem):
         self.features = self.cfg.data.features
         o = self.spec.options
         self.opts = options_for(self.model, homophone_scale=o.get("homophone_scale"), repeat_ngram=o.get("repeat_ngram"),
-                                llm_vocab=o.get("llm_vocab")).with_ctc_weights(o.get("ctc_weight"),
+                                llm_vocab=o.get("llm_vocab"), prompt_draft=o.get("prompt_draft"),
+                                rescore_draft=o.get("prompt_draft")).with_ctc_weights(o.get("ctc_weight"),
                                                                                       o.get("length_bonus"))
         method = str(self.spec.options["method"])
         if method.startswith("llm") and not self.cfg.model.use_llm:
@@ -286,7 +296,9 @@ class XasrSystem(BenchmarkSystem):
                 "use_llm": bool(self.cfg.model.use_llm), "parameters": n_params,
                 "decoding": {"rescore_ctc_weight": c.rescore_ctc_weight, "rescore_length_bonus": c.rescore_length_bonus,
                              "homophone_scale": c.homophone_scale, "lm_weight": c.lm_weight,
-                             "lm_token_bonus": c.lm_token_bonus, "llm_vocab": c.llm_vocab}}
+                             "lm_token_bonus": c.lm_token_bonus, "llm_vocab": c.llm_vocab,
+                             "prompt_draft": c.rescore_draft if self.spec.options["method"] == "llm_rescore"
+                             else c.prompt_draft}}
 
     def transcribe(self, cuts, language: str) -> Dict[str, str]:
         from xasr.decoding.dataset_decode import decode_cuts

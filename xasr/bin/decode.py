@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from xasr.decoding.options import VOCABS
+from xasr.decoding.options import PROMPT_DRAFTS, VOCABS
 from xasr.errors import XasrError
 
 
@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-vocab", choices=VOCABS, default=None,
                    help="LLM decodings: score the LLM's whole vocabulary or only the tokens the units spell "
                         "(faster; default: the model's model.llm_vocab)")
+    p.add_argument("--prompt-draft", choices=PROMPT_DRAFTS, default=None,
+                   help="LLM decodings of a model trained with drafts (model.llm_draft=ctc): the draft in the prompt, "
+                        "the CTC head's greedy text, the CTC prefix search's best path, or none (a model trained "
+                        "with model.draft_share < 1) (default: the model's model.prompt_draft); not llm_rescore's")
+    p.add_argument("--rescore-draft", choices=PROMPT_DRAFTS, default=None,
+                   help="the same for llm_rescore's prompt (default: the model's model.rescore_draft)")
     p.add_argument("--save-decoding", action="store_true",
                    help="with --tune-rescore-on: write llm_rescore and the weights chosen into the model directory's "
                         "decoding.json, so that xasr transcribe uses them by default")
@@ -99,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     check_model_dir(args.model_dir, "--model-dir")
     model, cfg, units = load_model_dir(args.model_dir, models_dir=args.models_dir, device=args.device)
     opts = options_for(model, homophone_scale=args.homophone_scale, repeat_ngram=args.repeat_ngram,
-                       lm_weight=args.lm_weight, lm_token_bonus=args.lm_bonus, llm_vocab=args.llm_vocab
+                       lm_weight=args.lm_weight, lm_token_bonus=args.lm_bonus, llm_vocab=args.llm_vocab,
+                       prompt_draft=args.prompt_draft, rescore_draft=args.rescore_draft
                        ).with_ctc_weights(args.ctc_weight, args.length_bonus)
     images = None if args.no_images else image_loading(cfg.data, cfg.model.image.encoder, args.image_dir)
     if args.image_shuffle_seed is not None and images is None:
@@ -117,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             settings["homophone_scale"] = opts.homophone_scale
         if opts.llm_vocab != "full":  # and the LLM scores of the grid were over this vocabulary
             settings["llm_vocab"] = opts.llm_vocab
+        if cfg.model.llm_draft != "none":  # and with this draft in their prompt
+            settings["rescore_draft"] = opts.rescore_draft
         path = save_decoding(args.model_dir, "llm_rescore", settings,
                              tuned_on=tuned["tuned_on"], nbest=tuned["nbest"], error_rate=tuned["error_rate"],
                              unit=tuned["unit"])

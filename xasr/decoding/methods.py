@@ -74,6 +74,22 @@ class Search:
         return self.model.ctc.greedy_decode(self.ctc_log_probs, self.h_lens)
 
     @functools.cached_property
+    def ctc_nbest(self) -> List[NBest]:
+        """The CTC prefix search's N-best per utterance (ctc_beam, llm_rescore, a ``ctc_beam`` prompt draft)."""
+        return ctc_nbest(self.model, self.ctc_log_probs, self.h_lens, self.opts, self.units)
+
+    def prompt_drafts(self, method: str) -> Optional[List[List[int]]]:
+        """The drafts the LLM's prompt holds (``opts.rescore_draft`` for llm_rescore, else
+        ``opts.prompt_draft``), None for a model trained without them (``model.llm_draft``) or a draft
+        of none."""
+        which = self.opts.rescore_draft if method == "llm_rescore" else self.opts.prompt_draft
+        if self.model.cfg.llm_draft == "none" or which == "none":
+            return None
+        if which == "ctc_beam":
+            return [list(nb[0][0]) if nb else [] for nb in self.ctc_nbest]
+        return self.ctc_units
+
+    @functools.cached_property
     def cif_texts(self) -> List[str]:
         return [self.units.decode(u) for u in self.model.cformer.greedy_units(self.cf.logits, self.cf.lens)]
 
@@ -84,8 +100,7 @@ class Search:
         m = self.model
         if m.llm is None or m.adapter is None:
             raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
-        drafts = self.ctc_units if m.cfg.llm_draft == "ctc" else None
-        rows = m.llm_rows(self.cf, drafts, pad_empty=True)
+        rows = m.llm_rows(self.cf, self.prompt_drafts(method), pad_empty=True)
         bounds = [length_bound(m.llm, t, self.opts) for t in self.cif_texts]
         return rows, bounds, m.image_vectors(self.batch)
 
@@ -163,7 +178,7 @@ def _ctc_greedy(s: Search) -> DecodeResult:
 @METHODS.register("ctc_beam")
 def _ctc_beam(s: Search) -> DecodeResult:
     texts = [s.units.decode(list(nb[0][0])) if nb else ""
-             for nb in ctc_nbest(s.model, s.ctc_log_probs, s.h_lens, s.opts, s.units)]
+             for nb in s.ctc_nbest]
     return DecodeResult(texts, DecodeStats(utterances=s.utterances()))
 
 
@@ -211,7 +226,7 @@ def _llm_rescore(s: Search) -> DecodeResult:
     prefix tree: :func:`xasr.decoding.llm_scoring.target_logprobs`), the best under the combined score
     (:func:`xasr.decoding.rescore.pick`) returned."""
     rows, _, images = s.llm_inputs("llm_rescore")
-    nbests = ctc_nbest(s.model, s.ctc_log_probs, s.h_lens, s.opts, s.units)
+    nbests = s.ctc_nbest
     llm = s.model.llm
     texts = [[s.units.decode(list(y)) for y, _ in nb] for nb in nbests]
     with PassCounter(llm.model) as counter:

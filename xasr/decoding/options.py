@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from xasr.errors import XasrError
 
 DRAFTS = ("cif", "ctc")
+PROMPT_DRAFTS = ("ctc_greedy", "ctc_beam", "none")  # the draft in the LLM's prompt (ModelConfig.prompt_draft)
 VOCABS = ("full", "units")  # llm_vocab: the whole vocabulary, or the tokens the units spell (xasr.decoding.vocab)
 
 
@@ -38,6 +39,8 @@ class DecodingOptions:
     speculative_draft: str  # llm_speculative, llm_fast: "cif" or "ctc"
     fast_path_threshold: float  # llm_fast
     llm_vocab: str  # every LLM decoding: "full" or "units" (xasr.decoding.vocab)
+    prompt_draft: str  # LLM decodings of a model trained with drafts: "ctc_greedy", "ctc_beam" or "none"
+    rescore_draft: str  # the same for llm_rescore
 
     def __post_init__(self) -> None:
         for name in ("joint_ctc_weight", "rescore_ctc_weight"):
@@ -55,6 +58,9 @@ class DecodingOptions:
             raise XasrError(f"the homophone scale must be in [0, 1], not {self.homophone_scale}")
         if self.llm_vocab not in VOCABS:
             raise XasrError(f"llm_vocab must be {' or '.join(VOCABS)}, not {self.llm_vocab!r}")
+        for name in ("prompt_draft", "rescore_draft"):
+            if getattr(self, name) not in PROMPT_DRAFTS:
+                raise XasrError(f"{name} must be {', '.join(PROMPT_DRAFTS)}, not {getattr(self, name)!r}")
         if self.speculative_draft not in DRAFTS:
             raise XasrError(f"speculative_draft must be cif or ctc, not {self.speculative_draft!r}")
         for name in ("beam_size", "ctc_beam_size", "joint_pre_beam"):

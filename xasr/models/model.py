@@ -135,7 +135,10 @@ class ModelConfig:
     # copy them would copy the errors of unseen ones too. On Aishell, noise at the head's dev-minus-
     # training error rate in equal shares beat the same noise shaped as the head's errors
     # (recipes/aishell/RESULTS.md)
+    # draft_share: the share of training utterances whose prompt holds the draft (the others read the
+    # vectors alone), so that one model decodes with a draft and without one (DecodingOptions.prompt_draft)
     llm_draft: str = "none"
+    draft_share: float = 1.0
     draft_noise: float = 0.0
     draft_noise_shares: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     draft_prefix: str = "\nDraft: "
@@ -143,6 +146,13 @@ class ModelConfig:
     # LLM decodings: the tokens the LLM scores. "full": its whole vocabulary; "units": only the
     # tokens the units can spell (xasr.decoding.vocab), at a fraction of the output layer's cost
     llm_vocab: str = "full"
+    # LLM decodings of a model trained with llm_draft=ctc: the draft in the prompt. "ctc_greedy": the
+    # CTC head's greedy text (what training reads); "ctc_beam": the best path of the CTC prefix search
+    # with the n-gram LM (ctc_beam's output); "none": the vectors alone (for a model trained with
+    # draft_share < 1). rescore_draft: the same for llm_rescore's prompt. No effect on a model trained
+    # without drafts
+    prompt_draft: str = "ctc_greedy"
+    rescore_draft: str = "ctc_greedy"
 
 
 def _trains(module: nn.Module) -> bool:
@@ -211,6 +221,8 @@ class XLLMSpeechModel(nn.Module):
         self.models_dir = models_dir
         if cfg.llm_draft not in ("none", "ctc"):
             raise ValueError(f"model.llm_draft must be none or ctc, not {cfg.llm_draft!r}")
+        if not 0.0 < cfg.draft_share <= 1.0:
+            raise ValueError(f"model.draft_share must be in (0, 1], not {cfg.draft_share}")
         self.units = None  # the sentencepiece units (set_units): the text of a draft
         name = cfg.encoder.name
         self.encoder = ENCODERS.get(name)(getattr(cfg.encoder, name), models_dir=models_dir)
@@ -426,6 +438,9 @@ class XLLMSpeechModel(nn.Module):
             if self.training and self.cfg.draft_noise > 0:
                 drafts = [corrupt_units(d, self.cfg.draft_noise, self.cfg.vocab_size,
                                         shares=self.cfg.draft_noise_shares) for d in drafts]
+            if self.training and self.cfg.draft_share < 1.0:  # these rows read the vectors alone
+                keep = (torch.rand(len(drafts)) < self.cfg.draft_share).tolist()
+                drafts = [d if k else None for d, k in zip(drafts, keep)]
         rows = self.llm_rows(cf, drafts)
         flat = torch.cat(rows)
         images = self.image_vectors(batch)  # per row (Q, D_llm) or None
@@ -491,21 +506,25 @@ class XLLMSpeechModel(nn.Module):
         """The sentencepiece units the model was trained on: a draft's text (``llm_draft``)."""
         self.units = units
 
-    def llm_rows(self, cf, drafts: Optional[List[List[int]]] = None, pad_empty: bool = False) -> List[Tensor]:
+    def llm_rows(self, cf, drafts: Optional[List[Optional[List[int]]]] = None,
+                 pad_empty: bool = False) -> List[Tensor]:
         """What the LLM reads in place of its speech placeholder, per utterance: the S-Adapter's
-        vectors (n_b, D_llm), then with ``llm_draft`` the embedded draft prefix and text of the
-        units ``drafts[b]``. ``pad_empty``: a row with nothing gets one zero vector (generation
-        needs a prompt position); without it such a row is empty."""
+        vectors (n_b, D_llm), then for a draft ``drafts[b]`` (units; None: that row has none) the
+        embedded draft prefix and its text. ``drafts`` None: no row has one. Drafts need a model
+        trained with ``llm_draft``. ``pad_empty``: a row with nothing gets one zero vector
+        (generation needs a prompt position); without it such a row is empty."""
         speech = self.speech_embeddings(cf)  # (B, N, D_llm)
         rows = [speech[b, :n] for b, n in enumerate(cf.lens.tolist())]
-        if self.cfg.llm_draft != "none":
-            if drafts is None or len(drafts) != len(rows):
-                raise ValueError(f"model.llm_draft={self.cfg.llm_draft} needs a draft per utterance")
+        if drafts is not None:
+            if self.cfg.llm_draft == "none":
+                raise XasrError("a draft in the LLM's prompt needs a model trained with one (model.llm_draft=ctc)")
+            if len(drafts) != len(rows):
+                raise ValueError(f"{len(drafts)} drafts for {len(rows)} utterances")
             if self.units is None:
                 raise XasrError("model.llm_draft needs the model's units (XLLMSpeechModel.set_units)")
-            texts = [self.units.decode(list(d)) for d in drafts]
-            rows = [torch.cat([r, self.llm.text_embeddings(self.cfg.draft_prefix + t).to(r.dtype)])
-                    for r, t in zip(rows, texts)]
+            rows = [r if d is None else
+                    torch.cat([r, self.llm.text_embeddings(self.cfg.draft_prefix + self.units.decode(list(d))).to(r.dtype)])
+                    for r, d in zip(rows, drafts)]
         if pad_empty:
             rows = [r if r.shape[0] > 0 else speech.new_zeros(1, speech.shape[-1]) for r in rows]
         return rows
