@@ -19,7 +19,8 @@ peak RSS of the process that ran it, and how many utterances equal ``llm_greedy`
 
 Each method runs in its own process (so peak RSS is its own), after one warm-up batch that is
 not timed; the model loading is not timed. ``METHOD@ctc`` decodes METHOD with the CTC head as
-the draft (``model.speculative_draft=ctc``); ``METHOD+units`` (also ``METHOD@ctc+units``) with the
+the draft (``model.speculative_draft=ctc``), ``METHOD@ctc_beam`` with the CTC prefix search's best
+path; ``METHOD+units`` (also ``METHOD@ctc+units``) with the
 LLM scoring only the tokens the units spell (``model.llm_vocab=units``), ``METHOD+full`` with its
 whole vocabulary (the default is the model's own setting); a speculative method is compared with
 ``llm_greedy`` of the same vocabulary. Run it from the recipe directory: the manifests'
@@ -135,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model-dir", help="a trained xasr model directory")
     p.add_argument("--cuts", required=True, help="a cut manifest (paths inside relative to the working directory)")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                   help="decoding methods; METHOD@ctc drafts with the CTC head, METHOD+units scores only the "
+                   help="decoding methods; METHOD@ctc drafts with the CTC head (@ctc_beam: its prefix search), METHOD+units scores only the "
                         "tokens the units spell (METHOD+full: all)")
     p.add_argument("--system", action="append", default=[],
                    help="an extra system spec for xasr.benchmark.systems, e.g. faster-whisper:whisper-base:int8")

@@ -23,6 +23,7 @@ def test_default_names_and_options():
     assert (joint["ctc_weight"], joint["length_bonus"]) == (0.7, -0.5)
     assert parse_system_spec("xasr:m:llm_rescore:homophone_scale=0.5").options["homophone_scale"] == 0.5
     assert parse_system_spec("xasr:m:llm_greedy:llm_vocab=units").options["llm_vocab"] == "units"
+    assert parse_system_spec("xasr:m:llm_greedy:prompt_draft=ctc_beam").options["prompt_draft"] == "ctc_beam"
     fw = parse_system_spec("faster-whisper:/models/ct2:int8")
     # faster-whisper's own default decoding: beam search with 5 beams
     assert (fw.name, fw.options) == ("faster-whisper-int8-beam5", {"compute_type": "int8", "beam": 5, "fallback": False})
@@ -67,6 +68,7 @@ def test_a_path_may_hold_an_equals_sign():
     ("xasr:m:llm_ctc:length_bonus=x", "length_bonus must be a number, got 'x'"),
     ("xasr:m:ctc_beam:homophone_scale=2", "homophone_scale must be a number in [0, 1], got '2'"),
     ("xasr:m:llm_greedy:llm_vocab=all", "llm_vocab must be full or units, got 'all'"),
+    ("xasr:m:llm_greedy:prompt_draft=cif", "prompt_draft must be ctc_greedy, ctc_beam, none, got 'cif'"),
     ("faster-whisper:d:int3", "unknown compute type 'int3'"),
     ("faster-whisper:d:beam=0", "beam must be a positive integer, got '0'"),
     ("faster-whisper:d:beam=x", "beam must be a positive integer"),

@@ -327,7 +327,7 @@ def test_model_speculative_methods_equal_greedy(tiny_model):
     g = decode(model, batch, "llm_greedy", units)
     greedy, g_stats = g.texts, g.stats
     assert g_stats.utterances == 4 and g_stats.row_passes > 0 and g_stats.output_tokens > 0
-    for draft in ("cif", "ctc"):
+    for draft in ("cif", "ctc", "ctc_beam"):
         opts = options_for(model, speculative_draft=draft)
         r = decode(model, batch, "llm_speculative", units, opts)
         assert r.texts == greedy

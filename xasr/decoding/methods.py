@@ -78,6 +78,11 @@ class Search:
         """The CTC prefix search's N-best per utterance (ctc_beam, llm_rescore, a ``ctc_beam`` prompt draft)."""
         return ctc_nbest(self.model, self.ctc_log_probs, self.h_lens, self.opts, self.units)
 
+    @property
+    def ctc_beam_units(self) -> List[List[int]]:
+        """The CTC prefix search's best path per utterance (ctc_beam's output)."""
+        return [list(nb[0][0]) if nb else [] for nb in self.ctc_nbest]
+
     def prompt_drafts(self, method: str) -> Optional[List[List[int]]]:
         """The drafts the LLM's prompt holds (``opts.rescore_draft`` for llm_rescore, else
         ``opts.prompt_draft``), None for a model trained without them (``model.llm_draft``) or a draft
@@ -86,7 +91,7 @@ class Search:
         if self.model.cfg.llm_draft == "none" or which == "none":
             return None
         if which == "ctc_beam":
-            return [list(nb[0][0]) if nb else [] for nb in self.ctc_nbest]
+            return self.ctc_beam_units
         return self.ctc_units
 
     @functools.cached_property
@@ -177,8 +182,7 @@ def _ctc_greedy(s: Search) -> DecodeResult:
 
 @METHODS.register("ctc_beam")
 def _ctc_beam(s: Search) -> DecodeResult:
-    texts = [s.units.decode(list(nb[0][0])) if nb else ""
-             for nb in s.ctc_nbest]
+    texts = [s.units.decode(u) for u in s.ctc_beam_units]
     return DecodeResult(texts, DecodeStats(utterances=s.utterances()))
 
 
@@ -241,8 +245,9 @@ def _speculative(s: Search, method: str, threshold: Optional[float]) -> DecodeRe
     rows, bounds, images = s.llm_inputs(method)
     if images is not None and any(v is not None for v in images):
         raise XasrError(f"{method} does not take images yet: decode pictures with llm_greedy or llm_beam")
-    if s.opts.speculative_draft == "ctc":
-        draft_texts = [s.units.decode(u) for u in s.ctc_units]
+    if s.opts.speculative_draft in ("ctc", "ctc_beam"):
+        paths = s.ctc_units if s.opts.speculative_draft == "ctc" else s.ctc_beam_units
+        draft_texts = [s.units.decode(u) for u in paths]
         confidence = head_confidence(s.ctc_log_probs, s.h_lens)
     else:
         draft_texts, confidence = s.cif_texts, head_confidence(s.cf.logits, s.cf.lens)

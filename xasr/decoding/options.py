@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from xasr.errors import XasrError
 
-DRAFTS = ("cif", "ctc")
+DRAFTS = ("cif", "ctc", "ctc_beam")  # speculative_draft: the C-Former head, the CTC head, the CTC prefix search
 PROMPT_DRAFTS = ("ctc_greedy", "ctc_beam", "none")  # the draft in the LLM's prompt (ModelConfig.prompt_draft)
 VOCABS = ("full", "units")  # llm_vocab: the whole vocabulary, or the tokens the units spell (xasr.decoding.vocab)
 
@@ -36,7 +36,7 @@ class DecodingOptions:
     rescore_length_bonus: float
     lm_weight: float  # the n-gram LM in the CTC prefix search (ModelConfig.ngram.weight)
     lm_token_bonus: float  # (ModelConfig.ngram.token_bonus)
-    speculative_draft: str  # llm_speculative, llm_fast: "cif" or "ctc"
+    speculative_draft: str  # llm_speculative, llm_fast: "cif", "ctc" or "ctc_beam"
     fast_path_threshold: float  # llm_fast
     llm_vocab: str  # every LLM decoding: "full" or "units" (xasr.decoding.vocab)
     prompt_draft: str  # LLM decodings of a model trained with drafts: "ctc_greedy", "ctc_beam" or "none"
@@ -62,7 +62,7 @@ class DecodingOptions:
             if getattr(self, name) not in PROMPT_DRAFTS:
                 raise XasrError(f"{name} must be {', '.join(PROMPT_DRAFTS)}, not {getattr(self, name)!r}")
         if self.speculative_draft not in DRAFTS:
-            raise XasrError(f"speculative_draft must be cif or ctc, not {self.speculative_draft!r}")
+            raise XasrError(f"speculative_draft must be {', '.join(DRAFTS)}, not {self.speculative_draft!r}")
         for name in ("beam_size", "ctc_beam_size", "joint_pre_beam"):
             if getattr(self, name) < 1:
                 raise XasrError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -124,7 +124,9 @@ class ModelConfig:
     homophone_scale: float = 1.0
     rescore_ctc_weight: float = 0.5
     rescore_length_bonus: float = 0.0
-    speculative_draft: str = "cif"  # llm_speculative / llm_fast: the draft's head, "cif" or "ctc"
+    # llm_speculative / llm_fast: the draft, "cif" or "ctc" (that head's greedy text) or "ctc_beam" (the CTC
+    # prefix search's best path: what an LLM reading prompt_draft=ctc_beam mostly writes)
+    speculative_draft: str = "cif"
     # the LLM's prompt also holds a draft transcript after the speech vectors: "ctc", the CTC head's
     # greedy text (after draft_prefix, embedded by the LLM's own table), so the LLM corrects a draft
     # instead of reading the vectors alone (generative error correction with the speech in view);
