@@ -52,6 +52,16 @@ def _fixed_ctc(model, monkeypatch, paths):
     monkeypatch.setattr(model.ctc, "forward", forward)
 
 
+def _prompt_lengths(model, monkeypatch):
+    """The CTC head made to spell "ab cdab" and "dcb"; the list that then collects, per stage-2
+    forward, the length of each row the LLM reads (speech vectors plus draft)."""
+    _fixed_ctc(model, monkeypatch, [[4, 5, 3, 6, 7, 4, 5], [7, 6, 5]])
+    seen = []
+    build = model.llm.build_inputs
+    monkeypatch.setattr(model.llm, "build_inputs", lambda n, **kw: seen.append(list(n)) or build(n, **kw))
+    return seen
+
+
 def _batch():
     torch.manual_seed(1)
     return Batch(feats=torch.randn(2, 48, 80), feat_lens=torch.tensor([48, 40]), texts=["the cat", "hello"],
@@ -114,10 +124,7 @@ def test_rows_hold_the_speech_vectors_then_the_embedded_draft(llm_dir, monkeypat
 
 def test_stage2_reads_the_draft_and_corrupts_it_only_in_training(llm_dir, monkeypatch):
     model = _model(llm_dir, noise=0.9)
-    _fixed_ctc(model, monkeypatch, [[4, 5, 3, 6, 7, 4, 5], [7, 6, 5]])
-    seen = []
-    build = model.llm.build_inputs
-    monkeypatch.setattr(model.llm, "build_inputs", lambda n, **kw: seen.append(list(n)) or build(n, **kw))
+    seen = _prompt_lengths(model, monkeypatch)
     batch = _batch()
     model.eval()
     with torch.no_grad():
@@ -140,10 +147,7 @@ def test_stage2_reads_the_draft_and_corrupts_it_only_in_training(llm_dir, monkey
 
 def test_draft_share_leaves_some_training_rows_without_a_draft(llm_dir, monkeypatch):
     model = _model(llm_dir, share=0.5)
-    _fixed_ctc(model, monkeypatch, [[4, 5, 3, 6, 7, 4, 5], [7, 6, 5]])
-    seen = []
-    build = model.llm.build_inputs
-    monkeypatch.setattr(model.llm, "build_inputs", lambda n, **kw: seen.append(list(n)) or build(n, **kw))
+    seen = _prompt_lengths(model, monkeypatch)
     batch = _batch()
     cf = model.cformer(*model.encode_batch(batch), target_lens=batch.token_lens)
     speech_only = cf.lens.tolist()
