@@ -46,6 +46,14 @@ if [ "${encoder_top:-0}" != 0 ]; then
   stage2_overrides=(model.encoder.whisper.train_top="$encoder_top" "${stage2_overrides[@]}")
 fi
 
+# --encoder-layers N: only Whisper's first N layers (and its final norm) run, in every stage and in the
+# model directories' decodings; an intermediate layer holds more of the phones than the top one, which
+# Whisper's decoder reads (RESULTS.md)
+if [ -n "${encoder_layers:-}" ]; then
+  stage1_overrides=(model.encoder.whisper.num_layers="$encoder_layers" "${stage1_overrides[@]}")
+  stage2_overrides=(model.encoder.whisper.num_layers="$encoder_layers" "${stage2_overrides[@]}")
+fi
+
 # the CTC head and the C-Former's unit head tie homophones (stage 3's unit_classes.json) in both stages
 class_overrides=()
 [ "${homophone_classes:-false}" = true ] && \
@@ -53,8 +61,9 @@ class_overrides=()
 
 cache_overrides=()
 if [ "$encoder_cache" = true ]; then
-  cache_dir=data/encoder_cache  # with --encoder-top N: the outputs of the layers below the top N
-  [ "${encoder_top:-0}" != 0 ] && cache_dir=data/encoder_cache_top$encoder_top
+  # with --encoder-layers N: the outputs of layer N; with --encoder-top N: of the layers below the top N
+  cache_dir=data/encoder_cache${encoder_layers:+_l$encoder_layers}
+  [ "${encoder_top:-0}" != 0 ] && cache_dir=${cache_dir}_top$encoder_top
   cache_overrides=(data.encoder_cache="$cache_dir")
 fi
 
@@ -148,7 +157,7 @@ if in_stages 9; then
     --decode-summary exp/decode/summary.json --benchmark exp/benchmark/benchmark.json \
     --stage-log log/stages.tsv --usage-log log/usage.jsonl --out exp/results.json \
     --settings "train_hours=$train_hours" "speed_perturb=$speed_perturb" "seed=$seed" "nproc=$nproc" \
-      "encoder_cache=$encoder_cache" "encoder_top=$encoder_top" "lm_order=$lm_order" "nbest=$nbest" "llm_vocab=$llm_vocab" "synth_opts=$synth_opts" \
+      "encoder_cache=$encoder_cache" "encoder_top=$encoder_top" "encoder_layers=$encoder_layers" "lm_order=$lm_order" "nbest=$nbest" "llm_vocab=$llm_vocab" "synth_opts=$synth_opts" \
       "stage1_opts=$stage1_opts" "stage2_opts=$stage2_opts" \
     --train-cuts "${train_cuts[@]}" --exp-dirs "$exp_stage1" "$exp_stage2"
 fi

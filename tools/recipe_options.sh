@@ -46,6 +46,7 @@ lm_order=3             # n-gram LM of the CTC prefix search (stage 3; ctc_beam a
 lm_text=""             # its text files; empty: the synthesized corpus' lm-text.txt or the training transcripts
 encoder_cache=true     # store the frozen encoder's outputs once, train stages 1-2 on them
 encoder_top=0          # stage 1 also adapts the top N Whisper layers (stored: the outputs of the layers below)
+encoder_layers=${encoder_layers:-}  # the Whisper layers kept (the recipe's default; empty: all)
 stage1_opts=""         # extra hydra overrides for stage-1 training, e.g. "train.max_steps=100"
 stage2_opts=""         # extra hydra overrides for stage-2 training
 dev_methods="ctc_greedy llm_rescore"  # dev and seen-voice sets (stage 7; llm_rescore's weights are tuned on dev)
@@ -85,8 +86,9 @@ Options (default in brackets):
   --lm-order N         order of the n-gram LM, 0: none [$lm_order]
   --lm-text STR        text files of the n-gram LM [corpus lm-text.txt or training transcripts]
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
+  --encoder-layers N   the heads read Whisper's N-th layer (the layers above are dropped), empty: all [$encoder_layers]
   --encoder-top N      stage 1 also trains the top N Whisper layers, at 0.1x the learning rate [$encoder_top]
-                       (trained stages are not redone: change it with a new --work-dir or without exp/)
+                       (trained stages are not redone: change either with a new --work-dir or without exp/)
   --stage1-opts STR    hydra overrides for stage-1 training [\"$stage1_opts\"]
   --stage2-opts STR    hydra overrides for stage-2 training [\"$stage2_opts\"]
   --decode-methods STR decoding methods of the test sets, in the stage-9 benchmark [\"$decode_methods\"]
@@ -100,6 +102,10 @@ $extra_help}"
 
 . "$here/../../tools/parse_options.sh"
 [ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
+case "$encoder_layers" in
+  ''|[1-9]|[1-9][0-9]) ;;
+  *) echo "$0: --encoder-layers takes a number of layers (1 or more), not '$encoder_layers'" >&2; exit 2 ;;
+esac
 case "$llm_vocab" in
   full|units) ;;
   *) echo "$0: --llm-vocab takes full or units, not '$llm_vocab'" >&2; exit 2 ;;

@@ -42,12 +42,15 @@ def test_help_lists_options(recipe):
         assert opt in r.stdout
 
 
+def _help_default(out: str, option: str) -> str:
+    """The default that --help shows for an option (in brackets at the end of its line)."""
+    line = next(x for x in out.splitlines() if x.strip().startswith(option + " "))
+    return line.rsplit("[", 1)[1].rstrip("]")
+
+
 @pytest.mark.parametrize("recipe, hours", [("aishell", "10"), ("librispeech", "8")])
 def test_the_budget_chooses_defaults_and_the_command_line_still_wins(recipe, hours):
-    def default(out: str, option: str) -> str:
-        line = next(x for x in out.splitlines() if x.strip().startswith(option + " "))
-        return line.rsplit("[", 1)[1].rstrip("]")
-
+    default = _help_default
     script = REPO / "recipes" / recipe / "run.sh"
     quick, full = _run(script, "--help").stdout, _run(script, "--budget", "full", "--help").stdout
     assert default(quick, "--budget") == "quick" and default(full, "--budget") == "full"
@@ -73,6 +76,8 @@ def test_the_budget_chooses_defaults_and_the_command_line_still_wins(recipe, hou
     (["--stage"], "option --stage needs a value"),
     (["--speed-perturb", "yes"], "takes true or false, not 'yes'"),
     (["--llm-vocab", "all"], "--llm-vocab takes full or units, not 'all'"),
+    (["--encoder-layers", "top"], "--encoder-layers takes a number of layers (1 or more), not 'top'"),
+    (["--encoder-layers", "0"], "--encoder-layers takes a number of layers (1 or more), not '0'"),
     (["stray"], "unexpected argument 'stray'"),
     (["--help_message", "x"], "invalid option --help_message"),
 ])
@@ -219,7 +224,11 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     d = recipe_copy / "recipes/librispeech"
     for stage in range(10):
         assert f"Stage {stage}:" in r.stdout
-    assert (d / "data/encoder_cache/cache.json").is_file()  # stages 1-2 trained on stored encoder outputs
+    # stages 1-2 trained on stored outputs of the recipe's Whisper layer (--encoder-layers), and the
+    # model directories keep that layer count, so their decodings run the same truncated encoder
+    layers = int(_help_default(_run(script, "--help").stdout, "--encoder-layers"))
+    cache = json.loads((d / f"data/encoder_cache_l{layers}/cache.json").read_text())
+    assert cache["num_layers"] == layers
     assert (d / "exp/stage2/model/lm.arpa").is_file()  # the n-gram LM travels with the model
     methods = ("ctc_greedy", "llm_greedy", "llm_rescore")  # the test set's, in stage 9
     for s in ("dev-clean", "test-seen"):  # stage 7: dev and the seen-voice split
@@ -249,6 +258,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     from omegaconf import OmegaConf
     s1, s2 = (OmegaConf.load(d / f"exp/stage{k}/model/config.yaml") for k in (1, 2))
     assert (s1.train.max_minutes, s2.train.max_minutes, s2.model.ctc_beam_size) == (55, 15, 16)
+    assert s1.model.encoder.whisper.num_layers == s2.model.encoder.whisper.num_layers == layers
+    assert res["settings"]["encoder_layers"] == layers
     assert res["wall_minutes"] > 0 and 0 < res["peak_rss_gb"] < 24
     assert set(res["stage_minutes"]) == {str(k) for k in range(10)}
     # what the run was: its options, its training audio, each training stage's steps and budget
