@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Model stages 4-9 shared by recipes/aishell/run.sh and recipes/librispeech/run.sh.
 # Sourced after tools/data_stages.sh; reads: corpus, llm_name, encoder_model, exp_stage1,
-# exp_stage2, normalizer, decode_methods, dev_methods, llm_vocab, train_sets, eval_sets, encoder_cache, encoder_top, nproc,
-# torchrun_opts (training under torchrun: tools/recipe_lib.sh's xasr_train), and the hydra
+# exp_stage2, normalizer, decode_methods, dev_methods, llm_vocab, train_sets, eval_sets, encoder_cache, encoder_top,
+# encoder_layers, nproc, torchrun_opts (training under torchrun: tools/recipe_lib.sh's xasr_train), and the hydra
 # overrides in the arrays stage1_overrides / stage2_overrides.
 #
 #   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
 #   5  stage 1:  (with encoder_cache=true) store the frozen encoder's outputs for the training
-#                and validation cuts -> data/encoder_cache/; then the encoder side (CTC head +
+#                and validation cuts -> data/encoder_cache[_lN][_topN]/; then the encoder side (CTC head +
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model (which
