@@ -7,7 +7,7 @@
 #
 #   4  models:   install the pretrained parts (LLM, Whisper encoder) under $XASR_ROOT/models
 #   5  stage 1:  (with encoder_cache=true) store the frozen encoder's outputs for the training
-#                and validation cuts -> data/encoder_cache[_lN][_topN]/; then the encoder side (CTC head +
+#                and validation cuts -> data/encoder_cache[_lN or _lA-B][_topN]/; then the encoder side (CTC head +
 #                C-Former) on the ASR objective -> exp/stage1/model
 #   6  stage 2:  the S-Adapter first fitted to the LLM's embeddings of the units (xasr align-adapter
 #                -> exp/stage2_init), then trained through the frozen LLM -> exp/stage2/model (which
@@ -48,10 +48,15 @@ fi
 
 # --encoder-layers N: only Whisper's first N layers (and its final norm) run, in every stage and in the
 # model directories' decodings; an intermediate layer holds more of the phones than the top one, which
-# Whisper's decoder reads (RESULTS.md)
+# Whisper's decoder reads (RESULTS.md). A-B: the first B run and layers A to B (each through the final
+# norm) are read side by side, stored that way, and mixed by the contextual head
 if [ -n "${encoder_layers:-}" ]; then
-  stage1_overrides=(model.encoder.whisper.num_layers="$encoder_layers" "${stage1_overrides[@]}")
-  stage2_overrides=(model.encoder.whisper.num_layers="$encoder_layers" "${stage2_overrides[@]}")
+  layer_overrides=(model.encoder.whisper.num_layers="${encoder_layers#*-}")
+  case $encoder_layers in
+    *-*) layer_overrides+=(model.encoder.whisper.output_layers=$(( ${encoder_layers#*-} - ${encoder_layers%-*} + 1 ))) ;;
+  esac
+  stage1_overrides=("${layer_overrides[@]}" "${stage1_overrides[@]}")
+  stage2_overrides=("${layer_overrides[@]}" "${stage2_overrides[@]}")
 fi
 
 # the CTC head and the C-Former's unit head tie homophones (stage 3's unit_classes.json) in both stages
@@ -61,7 +66,8 @@ class_overrides=()
 
 cache_overrides=()
 if [ "$encoder_cache" = true ]; then
-  # with --encoder-layers N: the outputs of layer N; with --encoder-top N: of the layers below the top N
+  # with --encoder-layers N: the outputs of layer N (A-B: of layers A to B); with --encoder-top N: of
+  # the layers below the top N
   cache_dir=data/encoder_cache${encoder_layers:+_l$encoder_layers}
   [ "${encoder_top:-0}" != 0 ] && cache_dir=${cache_dir}_top$encoder_top
   cache_overrides=(data.encoder_cache="$cache_dir")

@@ -86,7 +86,8 @@ Options (default in brackets):
   --lm-order N         order of the n-gram LM, 0: none [$lm_order]
   --lm-text STR        text files of the n-gram LM [corpus lm-text.txt or training transcripts]
   --encoder-cache BOOL train on stored outputs of the frozen encoder [$encoder_cache]
-  --encoder-layers N   the heads read Whisper's N-th layer (the layers above are dropped), empty: all [$encoder_layers]
+  --encoder-layers N   the heads read Whisper's N-th layer (the layers above are dropped), empty: all;
+                       A-B: layers A to B side by side (the contextual head mixes them) [$encoder_layers]
   --encoder-top N      stage 1 also trains the top N Whisper layers, at 0.1x the learning rate [$encoder_top]
                        (trained stages are not redone: change either with a new --work-dir or without exp/)
   --stage1-opts STR    hydra overrides for stage-1 training [\"$stage1_opts\"]
@@ -104,7 +105,15 @@ $extra_help}"
 [ -n "$corpus_dir" ] && corpus_dir=$(realpath -m "$corpus_dir")  # relative to the caller's cwd
 case "$encoder_layers" in
   ''|[1-9]|[1-9][0-9]) ;;
-  *) echo "$0: --encoder-layers takes a number of layers (1 or more), not '$encoder_layers'" >&2; exit 2 ;;
+  [1-9]-[1-9]|[1-9]-[1-9][0-9]|[1-9][0-9]-[1-9][0-9])
+    if [ "${encoder_layers%-*}" -gt "${encoder_layers#*-}" ]; then
+      echo "$0: --encoder-layers $encoder_layers: the first layer comes after the last" >&2; exit 2
+    fi
+    if [ "$encoder_top" != 0 ]; then
+      echo "$0: --encoder-layers $encoder_layers with --encoder-top $encoder_top: the top layers train or several layers are read, not both" >&2
+      exit 2
+    fi ;;
+  *) echo "$0: --encoder-layers takes a number of layers (1 or more) or a range A-B, not '$encoder_layers'" >&2; exit 2 ;;
 esac
 case "$llm_vocab" in
   full|units) ;;

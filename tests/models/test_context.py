@@ -144,3 +144,29 @@ def test_starting_from_a_model_with_another_contextual_head_is_refused(tmp_path)
     (d / "config.yaml").write_text("model:\n  cif_alphas: predictor\n")
     with pytest.raises(XasrError, match="model.context.enabled=False there, True here"):
         init_from_dir(model, str(d))
+
+
+def test_several_encoder_layers_concatenated_or_mixed_by_learned_weights():
+    """groups=3 layers of 4 dims side by side: 'concat' projects all 12 dims, 'weighted' first sums
+    the layers with softmax weights that start as the mean and learn."""
+    torch.manual_seed(1)
+    h, lens = torch.randn(2, 6, 12), torch.tensor([6, 4])
+    cat = ContextualHead(ContextConfig(enabled=True, input_dim=12, groups=3, dim=8, num_layers=1, num_heads=2,
+                                       ff_dim=16)).eval()
+    assert cat.layer_weights is None and cat.proj.in_features == 2 * 12
+    mix = ContextualHead(ContextConfig(enabled=True, input_dim=12, groups=3, layer_mix="weighted", dim=8,
+                                       num_layers=1, num_heads=2, ff_dim=16)).eval()
+    assert mix.proj.in_features == 2 * 4 and mix.layer_weights.shape == (3,)
+    # at the start the weighted mix is the mean of the layers: the same as a one-group head on it
+    one = ContextualHead(ContextConfig(enabled=True, input_dim=4, dim=8, num_layers=1, num_heads=2, ff_dim=16)).eval()
+    one.load_state_dict({k: v for k, v in mix.state_dict().items() if k != "layer_weights"})
+    torch.testing.assert_close(mix(h, lens)[0], one(h.view(2, 6, 3, 4).mean(dim=2), lens)[0])
+    mix.train()
+    y, y_lens = mix(h, lens)
+    assert y.shape == (2, 3, 8) and y_lens.tolist() == [3, 2]
+    y.sum().backward()
+    assert mix.layer_weights.grad is not None and mix.layer_weights.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="layer_mix"):
+        ContextualHead(ContextConfig(enabled=True, input_dim=12, groups=3, layer_mix="sum"))
+    with pytest.raises(ValueError, match="groups=5"):
+        ContextualHead(ContextConfig(enabled=True, input_dim=12, groups=5))

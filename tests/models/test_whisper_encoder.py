@@ -272,3 +272,29 @@ def test_a_trained_top_starts_as_the_frozen_encoder_and_is_all_that_trains(tiny_
         WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), train_top=4))
     with pytest.raises(XasrError, match="train_top needs freeze: true"):
         WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), freeze=False, train_top=1))
+
+
+def test_several_layers_read_side_by_side(tiny_whisper_dir):
+    """output_layers=N: the top N kept layers, each through the final norm, concatenated; the
+    top block is the single-layer encoder's output, the one below it the encoder cut one layer
+    shorter, and the cache identity tells the two apart."""
+    torch.manual_seed(4)
+    x, lens = torch.randn(2, 40, 80), torch.tensor([40, 26])
+    two = WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), output_layers=2)).eval()
+    assert two.output_dim == 2 * 32
+    with torch.no_grad():
+        h, h_lens = two(x, lens)
+        top = WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir))).eval()(x, lens)[0]
+        below = WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), num_layers=2)).eval()(x, lens)[0]
+    assert h.shape == (2, 20, 64) and h_lens.tolist() == [20, 13]
+    assert (h[..., 32:] - top).abs().max() < 1e-5 and (h[..., :32] - below).abs().max() < 1e-5
+    assert torch.all(h[1, 13:] == 0)
+    ident = WhisperSpeechEncoder.cache_identity(two.cfg)
+    assert ident["output_layers"] == 2
+    assert WhisperSpeechEncoder.cache_identity(WhisperEncoderConfig(str(tiny_whisper_dir)))["output_layers"] == 1
+    with torch.no_grad():
+        assert WhisperSpeechEncoder.from_identity(ident).eval()(x, lens)[0].equal(h)
+    with pytest.raises(XasrError, match="output_layers=4"):
+        WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), output_layers=4))
+    with pytest.raises(XasrError, match="not both"):
+        WhisperSpeechEncoder(WhisperEncoderConfig(str(tiny_whisper_dir), output_layers=2, train_top=1))

@@ -28,7 +28,7 @@ from xasr.errors import XasrError
 logger = logging.getLogger(__name__)
 
 CACHE_JSON = "cache.json"
-OLD_CACHE = {"train_top": 0}  # what a cache.json written before an identity key existed means
+OLD_CACHE = {"train_top": 0, "output_layers": 1}  # what a cache.json written before an identity key existed means
 
 
 def encoder_identity(model_cfg, models_dir=None) -> Dict[str, object]:
@@ -66,7 +66,7 @@ def check_cache(cache_dir: str, model_cfg, features: str, models_dir=None) -> No
         raise XasrError(f"{meta_path} is missing: make the cache with `xasr cache-encoder`")
     meta = json.loads(meta_path.read_text())
     want = encoder_identity(model_cfg, models_dir)
-    for key in ("fingerprint", "num_layers", "train_top"):
+    for key in ("fingerprint", "num_layers", "train_top", "output_layers"):
         have, need = meta.get(key, OLD_CACHE.get(key)), want.get(key, OLD_CACHE.get(key))
         if have != need:
             raise XasrError(f"{meta_path}: made with encoder {meta.get('path')} ({key} {have}), "

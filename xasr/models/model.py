@@ -232,6 +232,7 @@ class XLLMSpeechModel(nn.Module):
         self.context: Optional[ContextualHead] = None
         if cfg.context.enabled:
             cfg.context.input_dim = enc_dim
+            cfg.context.groups = int(getattr(self.encoder.cfg, "output_layers", 1))
             self.context = ContextualHead(cfg.context)
             enc_dim = self.context.output_dim
         classes = read_unit_classes(cfg.unit_classes, cfg.vocab_size) if cfg.unit_classes else None

@@ -30,6 +30,13 @@ then runs in two parts, :meth:`forward_frozen` (conv front-end, positions, the f
 what ``xasr cache-encoder`` stores) and :meth:`forward_trained` (the top layers and the norm), so
 training on stored outputs costs one pass of the frozen part, as with N = 0.
 
+Several layers: with ``output_layers: N`` (N > 1) the output is the top N kept layers' outputs,
+each through the final norm, side by side: (B, T // 2, N * D). The contextual head's projection
+then learns how to weigh and mix them, as the downstream models of the SUPERB benchmark learn a
+weighted sum of a frozen model's layers (Yang et al. 2021, arXiv 2105.01051): an intermediate
+layer holds more of the phones, the layers above more context. ``output_layers: 1`` is the kept
+top layer alone, as before.
+
 Registered as ``"whisper"`` in :data:`xasr.models.encoder_registry.ENCODERS`.
 """
 from __future__ import annotations
@@ -53,6 +60,7 @@ class WhisperEncoderConfig:
     freeze: bool = True  # no gradients, always in eval mode
     num_layers: Optional[int] = None  # keep only the first N transformer layers (None: all)
     train_top: int = 0  # with freeze: the top N kept layers and the final norm train (0: none)
+    output_layers: int = 1  # the top N kept layers' outputs (each through the final norm), side by side
 
 
 @ENCODERS.register("whisper")
@@ -81,6 +89,11 @@ class WhisperSpeechEncoder(nn.Module):
             config.encoder_layers = cfg.num_layers
         if not 0 <= cfg.train_top <= config.encoder_layers:
             raise XasrError(f"train_top={cfg.train_top}: the encoder keeps {config.encoder_layers} layers")
+        if not 1 <= cfg.output_layers <= config.encoder_layers:
+            raise XasrError(f"output_layers={cfg.output_layers}: the encoder keeps {config.encoder_layers} layers")
+        if cfg.output_layers > 1 and cfg.train_top:
+            raise XasrError(f"output_layers={cfg.output_layers} with train_top={cfg.train_top}: "
+                            "the top layers train or several layers are read, not both")
         if cfg.train_top and not cfg.freeze:
             raise XasrError("train_top needs freeze: true (with freeze: false every layer trains already)")
         config._attn_implementation = "sdpa"
@@ -104,8 +117,10 @@ class WhisperSpeechEncoder(nn.Module):
         self.num_mel_bins = config.num_mel_bins
         self.max_frames = 2 * config.max_source_positions
         self.num_frozen_layers = config.encoder_layers - cfg.train_top
-        logger.info("Whisper encoder from %s: %d of %d layers, d_model %d, %.1fM parameters%s", model_dir,
-                    config.encoder_layers, total, config.d_model,
+        logger.info("Whisper encoder from %s: %d of %d layers%s, d_model %d, %.1fM parameters%s", model_dir,
+                    config.encoder_layers, total,
+                    f" (the top {cfg.output_layers} read side by side)" if cfg.output_layers > 1 else "",
+                    config.d_model,
                     sum(p.numel() for p in self.encoder.parameters()) / 1e6,
                     (f", the top {cfg.train_top} layers train" if cfg.train_top else ", frozen") if cfg.freeze else "")
         if cfg.freeze:
@@ -118,7 +133,7 @@ class WhisperSpeechEncoder(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        return self.encoder.config.d_model
+        return self.encoder.config.d_model * self.cfg.output_layers
 
     @property
     def frozen(self) -> bool:
@@ -139,8 +154,8 @@ class WhisperSpeechEncoder(nn.Module):
 
     @classmethod
     def cache_identity(cls, cfg: WhisperEncoderConfig, models_dir: Optional[str] = None) -> dict:
-        """Path, weights fingerprint, layer count and trained top: what makes two encoders' frozen
-        parts give the same outputs."""
+        """Path, weights fingerprint, layer count, trained top and layers read: what makes two
+        encoders' frozen parts give the same outputs."""
         from xasr.pretrained.install import resolve_model_dir
         from xasr.utils.fingerprint import fingerprint
 
@@ -148,12 +163,13 @@ class WhisperSpeechEncoder(nn.Module):
             raise XasrError("model.encoder.whisper.freeze is false: a trained encoder cannot be cached")
         d = resolve_model_dir(cfg.model_dir, models_dir)
         return {"encoder": "whisper", "path": str(d), "fingerprint": fingerprint(d), "num_layers": cfg.num_layers,
-                "train_top": cfg.train_top}
+                "train_top": cfg.train_top, "output_layers": cfg.output_layers}
 
     @classmethod
     def from_identity(cls, identity: dict) -> "WhisperSpeechEncoder":
         return cls(WhisperEncoderConfig(model_dir=identity["path"], freeze=True, num_layers=identity["num_layers"],
-                                        train_top=int(identity.get("train_top", 0))))
+                                        train_top=int(identity.get("train_top", 0)),
+                                        output_layers=int(identity.get("output_layers", 1))))
 
     def output_lengths(self, feat_lens: Tensor) -> Tensor:
         """Encoder output lengths for input lengths (B,) -> (B,)."""
@@ -172,7 +188,8 @@ class WhisperSpeechEncoder(nn.Module):
 
     def forward_frozen(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
         """The frozen part: conv front-end, positions and the frozen layers (with ``train_top: 0``
-        also the final norm: the whole encoder). (B, T, n_mels), (B,) -> (B, T // 2, D), (B,)."""
+        also the final norm: the whole encoder). (B, T, n_mels), (B,) -> (B, T // 2, D), (B,)
+        (D = d_model x output_layers)."""
         if feats.dim() != 3 or feats.size(-1) != self.num_mel_bins:
             raise XasrError(f"expected feats (B, T, {self.num_mel_bins}), got {tuple(feats.shape)}")
         if feats.size(1) > self.max_frames:
@@ -189,7 +206,8 @@ class WhisperSpeechEncoder(nn.Module):
         x = x + enc.embed_positions.weight[:T2].to(x.dtype)
         x = F.dropout(x, p=enc.dropout, training=enc.training)
         h_lens = self.output_lengths(feat_lens)  # (B,)
-        return self._layers(x, h_lens, enc.layers[:self.num_frozen_layers], final_norm=not self.cfg.train_top)
+        return self._layers(x, h_lens, enc.layers[:self.num_frozen_layers], final_norm=not self.cfg.train_top,
+                            keep=self.cfg.output_layers)
 
     def forward_trained(self, x: Tensor, h_lens: Tensor) -> Tuple[Tensor, Tensor]:
         """The top layers and the final norm on the frozen part's output (unchanged without ``train_top``)."""
@@ -197,9 +215,10 @@ class WhisperSpeechEncoder(nn.Module):
             return x, h_lens
         return self._layers(x, h_lens.to(x.device), self.encoder.layers[self.num_frozen_layers:], final_norm=True)
 
-    def _layers(self, x: Tensor, h_lens: Tensor, layers, final_norm: bool) -> Tuple[Tensor, Tensor]:
-        """``layers`` with a key-padding mask over (B, T2, D), then the final norm if asked;
-        positions beyond ``h_lens`` are zero."""
+    def _layers(self, x: Tensor, h_lens: Tensor, layers, final_norm: bool, keep: int = 1) -> Tuple[Tensor, Tensor]:
+        """``layers`` with a key-padding mask over (B, T2, D), then the final norm if asked; with
+        ``keep`` > 1 the outputs of the last ``keep`` layers, each normed, side by side
+        (B, T2, keep * D); positions beyond ``h_lens`` are zero."""
         B, T2, _ = x.shape
         valid = torch.arange(T2, device=x.device)[None, :] < h_lens[:, None]  # (B, T2)
         mask = None
@@ -208,8 +227,13 @@ class WhisperSpeechEncoder(nn.Module):
             key_ok = valid | (h_lens == 0)[:, None]
             mask = torch.zeros(B, 1, 1, T2, dtype=x.dtype, device=x.device)
             mask = mask.masked_fill(~key_ok[:, None, None, :], torch.finfo(x.dtype).min).expand(B, 1, T2, T2)
-        for layer in layers:
+        outs = []  # with keep > 1 (only with the final norm): the last keep layers' normed outputs
+        for i, layer in enumerate(layers):
             x = layer(x, mask)
-        if final_norm:
+            if keep > 1 and i >= len(layers) - keep:
+                outs.append(self.encoder.layer_norm(x))
+        if outs:
+            x = torch.cat(outs, dim=-1)
+        elif final_norm:
             x = self.encoder.layer_norm(x)
-        return x.masked_fill(~valid[:, :, None], 0.0), h_lens  # (B, T2, D), (B,)
+        return x.masked_fill(~valid[:, :, None], 0.0), h_lens  # (B, T2, keep * D), (B,)
