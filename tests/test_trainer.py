@@ -351,3 +351,28 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_refuses_pickles(data, tmp_
     torch.save({"step": 6}, exp / "checkpoints/ckpt-6/state.pt")
     with pytest.raises(XasrError, match="ckpt-6 keeps its training state as a pickle"):
         train(load_experiment(_overrides(data, exp, *DETERMINISTIC, "train.max_steps=8", *common)))
+
+
+def test_select_by_valid_averages_only_checkpoints_near_the_lowest_validation_loss(tmp_path):
+    """An epoch end far back (validation loss 22% above the best) stays out of the average; one
+    within average_within of the best joins it."""
+    import json as _json
+    from types import SimpleNamespace
+
+    from xasr.trainer import VALID_JSON, Trainer
+
+    d = tmp_path / "checkpoints"
+    for step, loss in ((1268, 4.99), (2400, None), (2533, 4.09), (2600, 4.12)):
+        (d / f"ckpt-{step}").mkdir(parents=True)
+        if loss is not None:
+            (d / f"ckpt-{step}" / VALID_JSON).write_text(_json.dumps({"step": step, "valid_loss": loss}))
+
+    def final(average_last, within):
+        train = SimpleNamespace(average_last=average_last, select_by="valid", average_within=within)
+        fake = SimpleNamespace(cfg=SimpleNamespace(train=train), _ckpt_dir=lambda: d)
+        fake.checkpoints = lambda: Trainer.checkpoints(fake)
+        return [c.name for c in Trainer._final_checkpoints(fake)]
+
+    assert final(3, 0.05) == ["ckpt-2533", "ckpt-2600"]
+    assert final(3, 0.5) == ["ckpt-1268", "ckpt-2533", "ckpt-2600"]
+    assert final(1, 0.05) == ["ckpt-2533"]

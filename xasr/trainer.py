@@ -583,13 +583,16 @@ class Trainer:
 
     def _final_checkpoints(self) -> List[Path]:
         """The checkpoints the final model averages: the last ``average_last``, or with
-        ``select_by: valid`` the ``average_last`` of lowest validation loss (in step order)."""
+        ``select_by: valid`` the ``average_last`` of lowest validation loss whose loss is within
+        ``average_within`` (a fraction) of the lowest (in step order)."""
         n = max(1, self.cfg.train.average_last)
         ckpts = self.checkpoints()
         if self.cfg.train.select_by == "valid":
             scored = [c for c in ckpts if (c / VALID_JSON).is_file()]
             if scored:
                 best = sorted(scored, key=_valid_loss)[:n]
+                limit = _valid_loss(best[0]) * (1.0 + self.cfg.train.average_within)
+                best = [c for c in best if _valid_loss(c) <= limit]
                 return sorted(best, key=lambda p: int(p.name.split("-")[1]))
         return ckpts[-n:]
 

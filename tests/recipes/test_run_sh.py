@@ -199,8 +199,8 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     stage 2, decoding with every method, scoring, the results table and the benchmark against
     faster-whisper (tiny models and few steps: a plumbing test), under --budget full (its training
     minutes and N-best reach the configs; the corpus stays tiny) and --llm-vocab units (the LLM
-    scoring only the tokens the BPE units spell), with the heads on Whisper's 4th layer
-    (--encoder-layers 4); then stage 1 again with
+    scoring only the tokens the BPE units spell), with the heads on Whisper's 3rd and 4th layers
+    side by side (--encoder-layers 3-4); then stage 1 again with
     --nproc 2 (torchrun, DDP on CPUs), which must end with the same model as one process."""
     from xasr.pretrained.install import default_models_dir
 
@@ -216,7 +216,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     script = recipe_copy / "recipes/librispeech/run.sh"
     r = subprocess.run(["bash", str(script), "--budget", "full", "--speed-perturb", "false",
                         "--train-hours", "0.03", "--eval-hours", "0.003", "--seen-hours", "0.003",
-                        "--vocab-size", "100", "--llm-vocab", "units", "--encoder-layers", "4",
+                        "--vocab-size", "100", "--llm-vocab", "units", "--encoder-layers", "3-4",
                         "--stage1-opts", stage1,
                         # an untrained model's LLM runs to its length bound: keep the bound short
                         "--stage2-opts", f"train.max_steps=2 {tiny} model.length_bound_factor=0.2 "
@@ -226,11 +226,12 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     d = recipe_copy / "recipes/librispeech"
     for stage in range(10):
         assert f"Stage {stage}:" in r.stdout
-    # stages 1-2 trained on stored outputs of Whisper's 4th layer (--encoder-layers), and the model
-    # directories keep that layer count, so their decodings run the same truncated encoder
+    # stages 1-2 trained on stored outputs of Whisper's 3rd and 4th layers (--encoder-layers 3-4), and
+    # the model directories keep that layer count, so their decodings run the same truncated encoder
     layers = 4
-    cache = json.loads((d / f"data/encoder_cache_l{layers}/cache.json").read_text())
-    assert cache["num_layers"] == layers and not (d / "data/encoder_cache").exists()
+    cache = json.loads((d / "data/encoder_cache_l3-4/cache.json").read_text())
+    assert cache["num_layers"] == layers and cache["output_layers"] == 2
+    assert not (d / "data/encoder_cache").exists()
     assert (d / "exp/stage2/model/lm.arpa").is_file()  # the n-gram LM travels with the model
     methods = ("ctc_greedy", "llm_greedy", "llm_rescore")  # the test set's, in stage 9
     for s in ("dev-clean", "test-seen"):  # stage 7: dev and the seen-voice split
@@ -261,7 +262,9 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
     s1, s2 = (OmegaConf.load(d / f"exp/stage{k}/model/config.yaml") for k in (1, 2))
     assert (s1.train.max_minutes, s2.train.max_minutes, s2.model.ctc_beam_size) == (55, 15, 16)
     assert s1.model.encoder.whisper.num_layers == s2.model.encoder.whisper.num_layers == layers
-    assert res["settings"]["encoder_layers"] == layers
+    assert s1.model.encoder.whisper.output_layers == s2.model.encoder.whisper.output_layers == 2
+    assert s1.model.context.groups == 2  # the contextual head reads both layers
+    assert res["settings"]["encoder_layers"] == "3-4"
     assert res["wall_minutes"] > 0 and 0 < res["peak_rss_gb"] < 24
     assert set(res["stage_minutes"]) == {str(k) for k in range(10)}
     # what the run was: its options, its training audio, each training stage's steps and budget
@@ -276,7 +279,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
             lo, hi = r["ci95"]
             assert 0 <= lo <= hi and r["error"] >= 0 and r["rtf"] > 0
     # a rerun skips the trained stages
-    r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6", "--encoder-layers", "4"],
+    r = subprocess.run(["bash", str(script), "--stage", "5", "--stop-stage", "6", "--encoder-layers", "3-4"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.count("already trained") == 2
 
@@ -285,7 +288,7 @@ def test_librispeech_recipe_all_stages_on_a_tiny_corpus(recipe_copy):
 
     shutil.move(d / "exp/stage1", d / "exp/stage1-one-process")
     r = subprocess.run(["bash", str(script), "--budget", "full", "--stage", "5", "--stop-stage", "5", "--nproc", "2",
-                        "--vocab-size", "100", "--encoder-layers", "4", "--stage1-opts", stage1], capture_output=True, text=True, env=env)
+                        "--vocab-size", "100", "--encoder-layers", "3-4", "--stage1-opts", stage1], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "training with torchrun: 2 process(es)" in r.stdout
     assert "world size 2" in (d / "exp/stage1/train.log").read_text()
