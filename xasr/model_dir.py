@@ -157,7 +157,7 @@ def check_same_interface(cfg: ModelConfig, model_dir: Path) -> None:
         diffs.append(f"model.cformer_classes={then.get('cformer_classes')} there, {cfg.cformer_classes} here")
     def compare(name: str, there: dict, here: dict) -> None:
         for k, v in there.items():
-            if k in ("dropout", "input_dim", "vocab_size"):  # training-only, or set when the model is built
+            if k in ("dropout", "input_dim", "groups", "vocab_size"):  # training-only, or set when the model is built
                 continue
             if k not in here:
                 continue

@@ -137,6 +137,11 @@ def test_starting_from_a_model_with_another_contextual_head_is_refused(tmp_path)
                                    "    num_layers: 1\n    num_heads: 2\n    ff_dim: 48\n")
     loaded, _ = init_from_dir(model, str(d))
     assert any(k.startswith("context.") for k in loaded)
+    # groups is set from the encoder when a model is built (a saved config keeps the default): not compared
+    (d / "config.yaml").write_text("model:\n  context:\n    enabled: true\n    stride: 2\n    groups: 1\n")
+    model.cfg.context.groups = 4
+    init_from_dir(model, str(d))
+    model.cfg.context.groups = 1
     (d / "config.yaml").write_text("model:\n  context:\n    enabled: true\n    stride: 3\n")
     with pytest.raises(XasrError, match="model.context.stride=3 there, 2 here"):
         init_from_dir(model, str(d))
