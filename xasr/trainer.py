@@ -588,12 +588,11 @@ class Trainer:
         n = max(1, self.cfg.train.average_last)
         ckpts = self.checkpoints()
         if self.cfg.train.select_by == "valid":
-            scored = [c for c in ckpts if (c / VALID_JSON).is_file()]
-            if scored:
-                best = sorted(scored, key=_valid_loss)[:n]
-                limit = _valid_loss(best[0]) * (1.0 + self.cfg.train.average_within)
-                best = [c for c in best if _valid_loss(c) <= limit]
-                return sorted(best, key=lambda p: int(p.name.split("-")[1]))
+            loss = {c: _valid_loss(c) for c in ckpts if (c / VALID_JSON).is_file()}  # each file read once
+            if loss:
+                best = sorted(loss, key=loss.get)[:n]
+                limit = loss[best[0]] * (1.0 + self.cfg.train.average_within)
+                return sorted((c for c in best if loss[c] <= limit), key=lambda p: int(p.name.split("-")[1]))
         return ckpts[-n:]
 
     def _write_metrics(self) -> None:
