@@ -354,6 +354,26 @@ def test_model_speculative_batched_equals_unbatched(tiny_model):
         assert decode(model, one, "llm_greedy", units).texts == [together[b]]
 
 
+def test_llm_rescore_runs_no_llm_where_its_weight_is_zero(tiny_model):
+    """At CTC weight 1 the LLM's scores count zero times: the same choice without an LLM pass, unless
+    the scores are asked for (choosing the weights reads them)."""
+    model, batch = tiny_model
+    units = _Units()
+    opts = options_for(model, ctc_beam_size=4).replace(rescore_ctc_weight=1.0, rescore_length_bonus=0.0)
+    skipped = decode(model, batch, "llm_rescore", units, opts)
+    assert skipped.stats.row_passes == 0 and skipped.stats.forward_calls == 0
+    assert skipped.texts == decode(model, batch, "ctc_beam", units, opts).texts
+    assert all(h[3] == 0.0 for nb in skipped.nbest for h in nb)
+    scored = decode(model, batch, "llm_rescore", units, opts, llm_scores=True)
+    assert scored.texts == skipped.texts and scored.stats.row_passes > 0
+    assert [[h[:3] for h in nb] for nb in scored.nbest] == [[h[:3] for h in nb] for nb in skipped.nbest]
+    assert all(h[3] < 0.0 for nb in scored.nbest for h in nb)
+    # below weight 1 the LLM runs, and its scores are the ones asked for above
+    mixed = decode(model, batch, "llm_rescore", units, opts.replace(rescore_ctc_weight=0.5))
+    assert mixed.stats.row_passes > 0
+    assert [h[3] for nb in mixed.nbest for h in nb] == pytest.approx([h[3] for nb in scored.nbest for h in nb])
+
+
 def test_lora_wrapped_llm(llm_dir):
     from xasr.models.llm import LoraSettings
 

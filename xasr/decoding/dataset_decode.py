@@ -56,7 +56,7 @@ def decode_cuts(model, units, cuts, method: str, features: str = "fbank", max_du
     bar = progress(len(cuts), f"decoding ({method})", unit="utt")
     for batch in loader:
         batch = batch.to(device)
-        result = decode(model, batch, method, units, opts)
+        result = decode(model, batch, method, units, opts, llm_scores=nbest is not None)
         hyps.update(zip(batch.ids, result.texts))
         if nbest is not None and result.nbest is not None:
             nbest.update(zip(batch.ids, result.nbest))

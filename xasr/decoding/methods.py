@@ -11,9 +11,10 @@ The methods (:data:`METHODS`, listed in :data:`DECODING_METHODS`):
 homophone-tied heads scores classes, :mod:`xasr.decoding.rescore`); ``cif_greedy`` (the C-Former's
 head); ``llm_greedy`` and ``llm_beam`` (the LLM over the adapted C-Former vectors); ``llm_ctc`` (an
 LLM beam search scored with the CTC prefix probabilities, :mod:`xasr.decoding.joint_ctc`);
-``llm_rescore`` (ctc_beam's N-best rescored by the LLM); ``llm_speculative`` (llm_greedy's output
-with a head's transcript as the draft the LLM verifies) and ``llm_fast`` (the draft taken without
-the LLM when its head is confident, :mod:`xasr.decoding.speculative`). Every LLM decoding is cut
+``llm_rescore`` (ctc_beam's N-best rescored by the LLM; the LLM is not run at CTC weight 1, where
+it has no say); ``llm_speculative`` (llm_greedy's output with a head's transcript as the draft the
+LLM verifies) and ``llm_fast`` (the draft taken without the LLM when its head is confident,
+:mod:`xasr.decoding.speculative`). Every LLM decoding is cut
 where its output starts repeating (:mod:`xasr.decoding.loops`); with ``llm_vocab=units`` the LLM of the
 ``llm_*`` methods scores only the tokens the units spell (:mod:`xasr.decoding.vocab`).
 """
@@ -58,8 +59,9 @@ class Search:
     """One batch under decoding: the encoder's output and CTC log-probs, and what the LLM methods
     share (the C-Former's vectors and texts, the LLM's input rows and length bounds), made once."""
 
-    def __init__(self, model, batch: Batch, units, opts: DecodingOptions) -> None:
+    def __init__(self, model, batch: Batch, units, opts: DecodingOptions, llm_scores: bool = False) -> None:
         self.model, self.batch, self.units, self.opts = model, batch, units, opts
+        self.llm_scores = llm_scores  # llm_rescore scores its N-best with the LLM even at CTC weight 1
         self.h, self.h_lens = model.encode_batch(batch)
         self.ctc_log_probs = model.ctc(self.h)
 
@@ -234,7 +236,11 @@ def _llm_rescore(s: Search) -> DecodeResult:
     llm = s.model.llm
     texts = [[s.units.decode(list(y)) for y, _ in nb] for nb in nbests]
     with PassCounter(llm.model) as counter:
-        llm_scores = target_logprobs(llm, rows, texts, images)
+        if s.opts.rescore_ctc_weight >= 1.0 and not s.llm_scores:
+            # the LLM's scores count (1 - w) = 0 times: the choice is the same without computing them
+            llm_scores = [[0.0] * len(t) for t in texts]
+        else:
+            llm_scores = target_logprobs(llm, rows, texts, images)
     scored = [[(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)] for nb, t, ls in zip(nbests, texts, llm_scores)]
     out = [pick(sc, s.opts.rescore_ctc_weight, s.opts.rescore_length_bonus) for sc in scored]
     # output tokens: the LLM's tokens of each chosen text, without the end of turn
@@ -297,11 +303,14 @@ def options_for(model, homophone_scale: Optional[float] = None, **changes) -> De
 
 @torch.no_grad()
 def decode(model, batch: Batch, method: str, units, opts: Optional[DecodingOptions] = None,
-           keep_ctc: bool = False) -> DecodeResult:
+           keep_ctc: bool = False, llm_scores: bool = False) -> DecodeResult:
     """The transcripts of a batch by ``method`` (see the module's docstring), with ``opts`` or
-    the model config's options; ``keep_ctc``: the CTC log-probs and lengths come back too."""
+    the model config's options; ``keep_ctc``: the CTC log-probs and lengths come back too.
+    ``llm_scores``: llm_rescore's N-best carries the LLM's scores even where its CTC weight is 1
+    (which gives them no say, so they are not computed otherwise), for choosing the weights."""
     check_methods([method], "method")
-    s = Search(model, batch, units, opts if opts is not None else DecodingOptions.from_config(model.cfg))
+    s = Search(model, batch, units, opts if opts is not None else DecodingOptions.from_config(model.cfg),
+               llm_scores=llm_scores)
     no_speech = model.ctc.no_speech_prob(s.ctc_log_probs, s.h_lens)
     restrict = s.opts.llm_vocab == "units" and model.llm is not None and method.startswith("llm_")
     with model.llm.output_vocab(unit_vocabulary(model.llm, units)) if restrict else contextlib.nullcontext():
