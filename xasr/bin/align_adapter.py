@@ -25,9 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="vectors per update")
     p.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per batch when collecting")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-cuts", type=int, default=8000,
+    p.add_argument("--max-cuts", type=int, default=2500,
                    help="fit on at most this many training cuts (a seeded random subset; all when fewer): "
-                        "their vectors are held in memory")
+                        "their vectors are held in memory, and collecting them is most of the time (2,500 of "
+                        "Aishell's 5,751 gave the same validation nearest-unit accuracy in 85 s instead of 145 s)")
 
 
 def run(args: argparse.Namespace) -> int:
