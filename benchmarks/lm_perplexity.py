@@ -11,6 +11,8 @@ Usage:
   cd recipes/aishell
   python ../../benchmarks/lm_perplexity.py --arpa data/lm/char3.arpa --tokens char \
       --llm ../../models/gemma3-270m --cuts dev=data/fbank/aishell_cuts_dev.jsonl.gz
+  (LibriSpeech: --arpa data/lm/word3.arpa --tokens word --llm ../../models/smollm2-135m-instruct
+  --case lower, as its model reads the upper-case transcripts)
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ def main(argv: List[str]) -> int:
     p.add_argument("--arpa", required=True, help="the n-gram LM (ARPA)")
     p.add_argument("--tokens", choices=("char", "word"), required=True, help="the n-gram LM's tokens")
     p.add_argument("--llm", required=True, help="a Hugging Face causal-LM directory")
+    p.add_argument("--case", choices=("keep", "lower"), default="keep",
+                   help="the transcripts as the LLM reads them, the model's model.llm.target_case (lower for "
+                        "SmolLM2 on upper-case LibriSpeech)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
@@ -76,7 +81,7 @@ def main(argv: List[str]) -> int:
         toks = [tokenize(t, args.tokens) for t in texts]
         n = sum(len(t) + 1 for t in toks)
         ng = sum(ngram.sentence_logprob(t) for t in toks)
-        llm = sum(llm_logprob(model, tokenizer, t) for t in texts)
+        llm = sum(llm_logprob(model, tokenizer, t.lower() if args.case == "lower" else t) for t in texts)
         print(f"| {name} | {len(texts)} | {n} | {math.exp(-ng / n):.1f} | {math.exp(-llm / n):.1f} |")
     return 0
 

@@ -16,7 +16,7 @@ from xasr.decoding.ngram import tokenize, train_kneser_ney
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks/lm_perplexity.py"
-TEXTS = ["今天天气很好", "我们去公园", "天气很好我们去"]
+TEXTS = ["今天天气很好", "我们去公园", "天气很好我们去", "THE CAT SAT"]
 
 
 def _load_script():
@@ -70,8 +70,8 @@ def test_the_table_holds_both_perplexities_on_the_same_tokens(tmp_path):
     row = [line for line in r.stdout.splitlines() if line.startswith("| dev |")]
     assert len(row) == 1
     _, name, n_texts, n_tokens, ngram_ppl, llm_ppl, _ = [c.strip() for c in row[0].split("|")]
-    n = sum(len(t) + 1 for t in TEXTS)
-    assert (n_texts, int(n_tokens)) == ("3", n)
+    n = sum(len(tokenize(t, "char")) + 1 for t in TEXTS)
+    assert (n_texts, int(n_tokens)) == (str(len(TEXTS)), n)
     read = type(lm).read_arpa(arpa)
     want = math.exp(-sum(read.sentence_logprob(tokenize(t, "char")) for t in TEXTS) / n)
     assert float(ngram_ppl) == pytest.approx(want, abs=0.06)
@@ -80,6 +80,15 @@ def test_the_table_holds_both_perplexities_on_the_same_tokens(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(llm_dir).eval()
     want_llm = math.exp(-sum(mod.llm_logprob(model, tok, t) for t in TEXTS) / n)
     assert float(llm_ppl) == pytest.approx(want_llm, abs=0.06)
+    # --case lower: the LLM reads the lower-cased transcripts, the n-gram the same as before
+    r = subprocess.run([sys.executable, str(SCRIPT), "--arpa", str(arpa), "--tokens", "char", "--llm", str(llm_dir),
+                        "--cuts", f"dev={cuts}", "--threads", "1", "--case", "lower"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    cells = [line for line in r.stdout.splitlines() if line.startswith("| dev |")][0].split("|")
+    want_lower = math.exp(-sum(mod.llm_logprob(model, tok, t.lower()) for t in TEXTS) / n)
+    assert float(cells[4]) == pytest.approx(float(ngram_ppl)) and float(cells[5]) == pytest.approx(want_lower, abs=0.06)
+    assert want_lower != pytest.approx(want_llm)
     # a set without NAME=
     r = subprocess.run([sys.executable, str(SCRIPT), "--arpa", str(arpa), "--tokens", "char", "--llm", str(llm_dir),
                         "--cuts", str(cuts)], capture_output=True, text=True, cwd=REPO)
