@@ -51,6 +51,7 @@ def main(argv: List[str]) -> int:
     from lhotse import CutSet
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from xasr.data.dataset import batch_texts
     from xasr.decoding.ngram import NgramLM, tokenize
 
     sets = []
@@ -77,12 +78,11 @@ def main(argv: List[str]) -> int:
           f"| LLM ({Path(args.llm).name}) perplexity |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, path in sets:
-        texts = [" ".join(s.text for s in c.supervisions) for c in CutSet.from_file(path)]
+        texts = batch_texts(CutSet.from_file(path))
         toks = [tokenize(t, args.tokens) for t in texts]
         n = sum(len(t) + 1 for t in toks)
-        ng = sum(ngram.sentence_logprob(t) for t in toks)
         llm = sum(llm_logprob(model, tokenizer, t.lower() if args.case == "lower" else t) for t in texts)
-        print(f"| {name} | {len(texts)} | {n} | {math.exp(-ng / n):.1f} | {math.exp(-llm / n):.1f} |")
+        print(f"| {name} | {len(texts)} | {n} | {ngram.perplexity(toks):.1f} | {math.exp(-llm / n):.1f} |")
     return 0
 
 

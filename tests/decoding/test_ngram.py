@@ -43,6 +43,16 @@ def test_arpa_round_trip(tmp_path):
             assert back.sentence_logprob(sent) == pytest.approx(lm.sentence_logprob(sent), abs=1e-4)
 
 
+def test_perplexity_counts_each_sentence_end_as_a_token():
+    lm = train_kneser_ney(_sentences(), 2)
+    held = _sentences(30, seed=3)
+    n = sum(len(t) + 1 for t in held)
+    assert lm.perplexity(held) == pytest.approx(math.exp(-sum(lm.sentence_logprob(t) for t in held) / n))
+    # a uniform unigram model over its tokens: the perplexity is their number
+    uniform = NgramLM([{(w,): (-math.log10(3), 0.0) for w in ("A", "B", EOS)}])
+    assert uniform.perplexity([["A", "B"], ["B"], []]) == pytest.approx(3.0)
+
+
 def test_truncated_or_foreign_files_are_named(tmp_path):
     path = train_kneser_ney(_sentences(), 2).write_arpa(tmp_path / "lm.arpa")
     lines = path.read_text().splitlines()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -82,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for name, texts in excluded.items():
         toks = [tokenize(t, args.tokens) for t in texts]
         n = sum(len(t) + 1 for t in toks)
-        logp = sum(lm.sentence_logprob(t) for t in toks)
         oov = sum(1 for t in toks for w in t if w not in lm)
-        print(f"  {name}: perplexity {math.exp(-logp / max(n, 1)):.1f}, OOV {100 * oov / max(n, 1):.2f}% "
+        print(f"  {name}: perplexity {lm.perplexity(toks):.1f}, OOV {100 * oov / max(n, 1):.2f}% "
               f"of {n} tokens")
     return 0

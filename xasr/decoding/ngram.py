@@ -98,6 +98,11 @@ class NgramLM:
             hist.append(t)
         return total
 
+    def perplexity(self, sentences: Sequence[Sequence[str]]) -> float:
+        """Per-token perplexity over tokenized sentences, each sentence's end counted as a token."""
+        n = sum(len(t) + 1 for t in sentences)
+        return math.exp(-sum(self.sentence_logprob(t) for t in sentences) / max(n, 1))
+
     # ------------------------------------------------------------------ files
     def write_arpa(self, path: Union[str, Path]) -> Path:
         path = Path(path)
