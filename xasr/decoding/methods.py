@@ -100,13 +100,17 @@ class Search:
     def cif_texts(self) -> List[str]:
         return [self.units.decode(u) for u in self.model.cformer.greedy_units(self.cf.logits, self.cf.lens)]
 
+    def require_llm(self, method: str):
+        """The model, which must have been trained with the LLM (stage 2) for ``method``."""
+        if self.model.llm is None or self.model.adapter is None:
+            raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
+        return self.model
+
     def llm_inputs(self, method: str):
         """(rows, length bounds, images) for the LLM: per utterance its adapted speech vectors
         and, for a model trained with drafts, its draft (:meth:`XLLMSpeechModel.llm_rows`; one
         zero vector for an empty row), the output bound, and its image vectors or None."""
-        m = self.model
-        if m.llm is None or m.adapter is None:
-            raise XasrError(f"{method} needs a model trained with the LLM (stage 2)")
+        m = self.require_llm(method)
         rows = m.llm_rows(self.cf, self.prompt_drafts(method), pad_empty=True)
         bounds = [length_bound(m.llm, t, self.opts) for t in self.cif_texts]
         return rows, bounds, m.image_vectors(self.batch)
@@ -231,15 +235,16 @@ def _llm_rescore(s: Search) -> DecodeResult:
     """Each utterance's N-best texts scored by the LLM (the prompt once, the hypotheses as one
     prefix tree: :func:`xasr.decoding.llm_scoring.target_logprobs`), the best under the combined score
     (:func:`xasr.decoding.rescore.pick`) returned."""
-    rows, _, images = s.llm_inputs("llm_rescore")
+    llm = s.require_llm("llm_rescore").llm
     nbests = s.ctc_nbest
-    llm = s.model.llm
     texts = [[s.units.decode(list(y)) for y, _ in nb] for nb in nbests]
     with PassCounter(llm.model) as counter:
         if s.opts.rescore_ctc_weight >= 1.0 and not s.llm_scores:
             # the LLM's scores count (1 - w) = 0 times: the choice is the same without computing them
+            # (nor the C-Former and adapter rows they would read)
             llm_scores = [[0.0] * len(t) for t in texts]
         else:
+            rows, _, images = s.llm_inputs("llm_rescore")
             llm_scores = target_logprobs(llm, rows, texts, images)
     scored = [[(x, y, c, l) for x, (y, c), l in zip(t, nb, ls)] for nb, t, ls in zip(nbests, texts, llm_scores)]
     out = [pick(sc, s.opts.rescore_ctc_weight, s.opts.rescore_length_bonus) for sc in scored]
